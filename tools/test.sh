@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (run by `make test` and by CI). Each step names what failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+V=.venv/bin
+t0=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
+
+step "1/4 notebooks and library in sync (nbdev_clean + nbdev_export leave git clean)"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  before=$(git status --porcelain -- nbs hindsight_ref README.md)
+  $V/nbdev_clean >/dev/null && $V/nbdev_export && $V/python tools/readme.py
+  after=$(git status --porcelain -- nbs hindsight_ref README.md)
+  if [ "$before" != "$after" ]; then
+    echo "FAIL: notebooks and library (or README) are out of sync. Edit the notebooks, then run"
+    echo "      nbdev_clean && nbdev_export && python tools/readme.py, and commit the result. Changed:"
+    git status --porcelain -- nbs hindsight_ref README.md
+    exit 1
+  fi
+  echo "in sync"
+else
+  echo "not a git checkout: sync check skipped"
+fi
+
+step "2/4 nbdev_test over all notebooks (cells flagged slow or cuda are skipped)"
+$V/nbdev_test --n_workers 2 --timing || { echo "FAIL: nbdev_test (the failing notebook and cell are printed above)"; exit 1; }
+
+step "3/4 docs build without Quarto (tools/build_docs.py)"
+$V/python tools/build_docs.py --out "$(mktemp -d)" --check || { echo "FAIL: docs build"; exit 1; }
+
+step "4/4 pytest tests/"
+$V/python -m pytest tests -q -p no:cacheprovider
+rc=$?
+echo "total $(( $(date +%s) - t0 ))s"
+exit $rc
