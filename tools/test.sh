@@ -9,13 +9,14 @@ step() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
 
 step "1/4 notebooks and library in sync (nbdev_clean + nbdev_export leave git clean)"
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  before=$(git status --porcelain -- nbs hindsight_ref README.md)
+  state() { git status --porcelain -- nbs hindsight_ref README.md docs; git diff -- nbs hindsight_ref README.md docs | sha1sum; }
+  before=$(state)
   $V/nbdev_clean >/dev/null && $V/nbdev_export && $V/python tools/readme.py
-  after=$(git status --porcelain -- nbs hindsight_ref README.md)
+  after=$(state)
   if [ "$before" != "$after" ]; then
     echo "FAIL: notebooks and library (or README) are out of sync. Edit the notebooks, then run"
     echo "      nbdev_clean && nbdev_export && python tools/readme.py, and commit the result. Changed:"
-    git status --porcelain -- nbs hindsight_ref README.md
+    git status --porcelain -- nbs hindsight_ref README.md docs
     exit 1
   fi
   echo "in sync"
