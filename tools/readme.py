@@ -10,6 +10,8 @@ from nbmd import to_markdown
 root = Path(__file__).resolve().parent.parent
 banner = "<!-- This file is written from nbs/index.ipynb by tools/readme.py; edit the notebook, not this file. -->\n\n"
 md = banner + to_markdown(root / "nbs" / "index.ipynb", root / "docs" / "images", "docs/images")
+for stale in (root / "docs" / "images").glob("index_*.png"):  # images of earlier versions of the notebook
+    if stale.name not in md: stale.unlink()
 out = root / "README.md"
 if not out.exists() or out.read_text() != md:
     out.write_text(md)
