@@ -19,6 +19,8 @@ setuptools.setup(
     author=cfg['author'],
     author_email=cfg['author_email'],
     url=cfg['git_url'],
+    project_urls={'Documentation': cfg['doc_host'] + cfg['doc_baseurl'], 'Source': cfg['git_url']},
+    keywords=cfg['keywords'].split(),
     license=lic[0],
     classifiers=[f"Development Status :: {cfg['status']} - {statuses[int(cfg['status'])]}",
                  f"Intended Audience :: {cfg['audience']}",
