@@ -1,0 +1,240 @@
+"Tests for hindsight_ref.data: interactions from conversations, schemas, filters with counted skips, loaders, fixture set."
+import json
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from hindsight_ref.data import (Interaction, ConversationError, FilterReport, Filters, WILDCHAT_FILTERS, WILDFEEDBACK_FILTERS, NO_FILTERS,
+                                interactions_from_conversation, normalize_messages, filter_interactions, clean_conversation,
+                                load_fixture_conversations, fixture_interactions, fixture_path, load_wildchat, load_wildfeedback,
+                                to_prompt_completion, from_prompt_completion)
+
+u = lambda s: {"role": "user", "content": s}
+a = lambda s: {"role": "assistant", "content": s}
+
+
+def alternating(n, start=0):
+    return [u(f"m{k}") if k % 2 == 0 else a(f"m{k}") for k in range(start, start + n)]
+
+
+def to_sharegpt(msgs):
+    return [{"from": {"user": "human", "assistant": "gpt", "system": "system"}[m["role"]], "value": m["content"]} for m in msgs]
+
+
+# ---- interactions_from_conversation --------------------------------------------------------------------------------
+
+def test_hand_example_window_of_five():
+    its = interactions_from_conversation(alternating(9))
+    assert [(i.y, i.o) for i in its] == [("m1", "m2"), ("m3", "m4"), ("m5", "m6"), ("m7", "m8")]
+    assert [[m["content"] for m in i.x] for i in its] == [["m0"], ["m0", "m1", "m2"], ["m0", "m1", "m2", "m3", "m4"],
+                                                          ["m2", "m3", "m4", "m5", "m6"]]
+    assert [i.meta["history_dropped"] for i in its] == [0, 0, 0, 2]
+
+
+def test_even_window_drops_leading_assistant_and_system_is_kept_outside_window():
+    its = interactions_from_conversation([{"role": "system", "content": "S"}] + alternating(9), max_history=4)
+    assert [m["content"] for m in its[-1].x] == ["S", "m4", "m5", "m6"]
+    assert all(i.x[0]["role"] == "system" and i.x[1]["role"] == "user" for i in its)
+
+
+@st.composite
+def conversations(draw):
+    n = draw(st.integers(3, 14))
+    if n % 2 == 0 and draw(st.booleans()): n += 1
+    msgs = alternating(n)
+    sys = draw(st.booleans())
+    return ([{"role": "system", "content": "sys"}] if sys else []) + msgs, sys, n
+
+
+@settings(max_examples=100, deadline=None)
+@given(conversations(), st.integers(1, 9))
+def test_property_interactions(c, max_history):
+    msgs, sys, n = c
+    its = interactions_from_conversation(msgs, max_history=max_history)
+    body = msgs[1:] if sys else msgs
+    pairs = [(k, body[k]["content"], body[k + 1]["content"]) for k in range(1, n - 1) if body[k]["role"] == "assistant"]
+    assert [(i.y, i.o) for i in its] == [(y, o) for _, y, o in pairs]
+    for it, (k, _, _) in zip(its, pairs):
+        x = it.x[1:] if sys else it.x
+        assert (it.x[0]["content"] == "sys") == sys
+        assert x[0]["role"] == "user" and x[-1]["role"] == "user"
+        assert 1 <= len(x) <= max_history
+        assert x == body[k - len(x):k]                              # a contiguous suffix of the history before y
+        assert len(x) >= max_history - 1 or k - len(x) == 0         # as long as the window allows
+        assert all(p["role"] != q["role"] for p, q in zip(x, x[1:]))
+
+
+def test_both_schemas_give_same_interactions():
+    msgs = [{"role": "system", "content": "Be brief."}] + alternating(7)
+    a_ = interactions_from_conversation({"conversation": msgs})
+    b_ = interactions_from_conversation({"conversations": to_sharegpt(msgs)})
+    assert [(i.x, i.y, i.o) for i in a_] == [(i.x, i.y, i.o) for i in b_]
+
+
+# ---- bad inputs: clear errors ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("msgs, reason, text", [
+    ([u("hi"), a(""), u("?")], "empty_message", "empty or whitespace"),
+    ([u("hi"), a("   \n"), u("?")], "empty_message", "empty or whitespace"),
+    ([u("hi"), a(None), u("?")], "non_string_message", "not str"),
+    ([u("hi"), a(["list"]), u("?")], "non_string_message", "not str"),
+    ([u("hi"), {"role": "bot", "content": "x"}, u("?")], "unknown_role", "unknown role 'bot'"),
+    ([u("hi"), u("again"), a("x"), u("y")], "consecutive_same_role", "both 'user' messages"),
+    ([u("hi"), a("hello")], "no_followup", "yields no interaction"),
+    ([u("hi")], "no_followup", "yields no interaction"),
+    ([], "empty_conversation", "no messages"),
+    ([u("hi"), {"role": "system", "content": "S"}, a("x"), u("y")], "system_not_first", "only the first message"),
+    ([u("hi"), "just a string", u("y")], "not_a_message", "not a dict"),
+    ([u("hi"), {"text": "x"}, u("y")], "not_a_message", "neither"),
+])
+def test_bad_conversations_raise_clear_errors(msgs, reason, text):
+    with pytest.raises(ConversationError, match=text) as e:
+        interactions_from_conversation(msgs)
+    assert e.value.reason == reason
+
+
+def test_over_long_message_error_and_bad_arguments():
+    with pytest.raises(ConversationError, match="max_message_chars=10") as e:
+        interactions_from_conversation([u("hi"), a("x" * 11), u("shorter")], max_message_chars=10)
+    assert e.value.reason == "message_too_long"
+    with pytest.raises(ValueError, match="max_history must be a positive int"):
+        interactions_from_conversation(alternating(3), max_history=0)
+    with pytest.raises(ConversationError, match="Expected a list of messages"):
+        interactions_from_conversation({"text": "hello"})
+    with pytest.raises(ValueError, match="must end with a user message"):
+        Interaction(x=[u("a"), a("b")], y="c", o="d")
+    with pytest.raises(ValueError, match="Interaction.o must be a non-empty string"):
+        Interaction(x=[u("a")], y="c", o=" ")
+
+
+# ---- filters: counted, reported skips ----------------------------------------------------------------------------
+
+def test_filter_report_counts_every_skip():
+    recs = [
+        {"conversation": alternating(5), "language": "English"},                            # kept: 2 interactions
+        {"conversation": alternating(5), "language": "German"},                             # language
+        {"conversation": alternating(5)},                                                   # language missing
+        {"conversation": [u("hi"), a("ok"), u("q"), a("")], "language": "en"},              # empty msg dropped: kept, 1
+        {"conversation": [u("hi"), a(""), u("q"), a("r"), u("s")], "language": "English"},  # after drop: u u -> same role
+        {"conversation": [u("hi"), {"role": "tool", "content": "{}"}, u("q")], "language": "English"},  # unknown role
+        {"conversation": [u("hi"), a(3), u("q")], "language": "English"},                   # non-string
+        {"conversation": [u("q"), a("r")], "language": "English"},                          # too few
+        {"conversation": [u("q"), a("r" * 4097), u("s")], "language": "English"},           # assistant too long
+        {"conversation": [u("q" * 4097), a("r"), u("s")], "language": "English"},           # user too long
+        {"conversation": [u("q" * 60000), a("r"), u("s" * 40001)], "language": "English"},  # total too long (checked first)
+        {"conversation": [a("Hello, how can I help?"), u("q"), a("r"), u("s")], "language": "English"},  # leading a dropped
+        {"nothing": []},                                                                    # not a conversation
+    ]
+    rep = FilterReport("t")
+    its = list(filter_interactions(recs, WILDCHAT_FILTERS, report=rep))
+    assert (rep.seen, rep.kept, rep.interactions, len(its)) == (13, 3, 4, 4)
+    assert dict(rep.skipped) == {"language": 2, "consecutive_same_role": 1, "unknown_role": 1, "non_string_message": 1,
+                                 "too_few_messages": 1, "assistant_message_too_long": 1, "user_message_too_long": 1,
+                                 "total_too_long": 1, "not_a_conversation": 1}
+    assert dict(rep.messages_dropped) == {"empty_message": 1, "leading_assistant": 1}
+    assert rep.seen == rep.kept + rep.n_skipped
+    s = str(rep)
+    assert "13 conversations seen, 3 kept, 10 skipped; 4 interactions" in s and "consecutive_same_role" in s
+
+
+def test_filter_options():
+    rec = {"conversation": [u("hi"), u("hello?"), a("Hi!"), u("ok")], "language": "English"}
+    rep = FilterReport()
+    its = list(filter_interactions([rec], Filters(consecutive_same_role="drop"), report=rep))
+    assert rep.messages_dropped["consecutive_same_role"] == 1 and [m["content"] for m in its[0].x] == ["hi"]
+    rep = FilterReport()
+    list(filter_interactions([{"conversation": [u("a"), a(""), u("b"), a("c"), u("d")], "language": "en"}],
+                             Filters(drop_empty_messages=False), report=rep))
+    assert dict(rep.skipped) == {"empty_message": 1}
+    # WildFeedback filters: no language filter, no user-length limit
+    rep = FilterReport()
+    list(filter_interactions([{"conversations": to_sharegpt([u("q" * 5000), a("r"), u("s")])}], WILDFEEDBACK_FILTERS, report=rep))
+    assert rep.kept == 1
+    # without the length filter a conversation with no follow-up reaches the pairing step, and is counted there
+    rep = FilterReport()
+    assert list(filter_interactions([[u("q"), a("r")], [u("q")]], NO_FILTERS, report=rep)) == []
+    assert dict(rep.skipped) == {"no_followup": 2} and rep.kept == 0
+    with pytest.raises(ValueError, match="consecutive_same_role must be"):
+        Filters(consecutive_same_role="merge")
+
+
+def test_stopping_rules():
+    recs = [{"conversation": alternating(5), "language": "English", "conversation_id": str(k)} for k in range(10)]
+    rep = FilterReport()
+    its = list(filter_interactions(recs, report=rep, max_conversations=3))
+    assert rep.kept == 3 and len(its) == 6 and "max_conversations=3" in rep.stopped_early
+    rep = FilterReport()
+    list(filter_interactions(recs, report=rep, min_conversations=2, min_interactions=5))
+    assert rep.kept == 3 and rep.interactions == 6 and "5 interactions" in rep.stopped_early
+
+
+# ---- the fixture set ----------------------------------------------------------------------------------------------
+
+def test_fixture_set_contents():
+    convs = load_fixture_conversations()
+    assert len(convs) >= 40
+    tags = Counter(t for c in convs for t in c["tags"])
+    for t in ("correction", "verbosity", "emoji", "filler_praise", "formatting", "format_violation", "satisfied",
+              "topic_change", "long_history", "paper_fig1", "paper_fig2", "paper_fig8"):
+        assert tags[t] >= 1, t
+    assert sum(len(c["conversation"]) > 5 for c in convs) >= 5
+    ids = [c["conversation_id"] for c in convs]
+    assert len(set(ids)) == len(ids)
+    for c in convs:
+        assert c["language"] == "English" and isinstance(c["unrelated_followup"], str) and c["unrelated_followup"].strip()
+        assert all(set(m) == {"role", "content"} for m in c["conversation"])
+    rep = FilterReport()
+    its = fixture_interactions(report=rep)
+    assert rep.kept == len(convs) and rep.n_skipped == 0 and len(its) == rep.interactions >= 100
+    assert any(i.meta["history_dropped"] > 0 for i in its)              # some histories are cut to 5 messages
+    assert all(i.meta["unrelated_followup"] and i.meta["conversation_id"] for i in its)
+    fig2 = fixture_interactions(tags=["paper_fig2"])
+    assert fig2[0].o == "I said YES or NO only." and "YES or NO" in fig2[0].prompt
+    fig8 = [i for i in fixture_interactions(tags=["paper_fig8"]) if i.meta["unrelated_followup"] == "What is 27*4?"]
+    assert fig8[0].o == "Rewrite it in a formal tone, no emojis."
+
+
+# ---- loaders on local data -------------------------------------------------------------------------------------------
+
+def test_load_wildchat_local_json_eager_and_streaming():
+    fx = fixture_interactions()
+    key = lambda i: (i.meta["conversation_id"], i.meta["turn"])
+    its, rep = load_wildchat(path="json", data_files=str(fixture_path()))
+    its_s, rep_s = load_wildchat(path="json", data_files=str(fixture_path()), streaming=True)
+    assert sorted(map(key, its)) == sorted(map(key, fx)) == sorted(map(key, its_s))
+    assert rep.kept == rep_s.kept == len(load_fixture_conversations()) and rep.n_skipped == 0
+    assert all(i.meta["source"] == "wildchat" for i in its)
+    its10, rep10 = load_wildchat(path="json", data_files=str(fixture_path()), max_conversations=10)
+    assert rep10.kept == 10 and "max_conversations" in rep10.stopped_early
+
+
+def test_load_wildfeedback_local_sharegpt(tmp_path):
+    convs = load_fixture_conversations()
+    recs = [{"conversations": to_sharegpt(c["conversation"]), "conversation_id": c["conversation_id"]} for c in convs]
+    recs.append({"conversations": to_sharegpt([u("q"), a("r")])})                                  # too few
+    recs.append({"conversations": to_sharegpt([u("q"), a("r" * 5000), u("s")])})                  # assistant too long
+    p = tmp_path / "wf.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in recs))
+    its, rep = load_wildfeedback(data_files=str(p))
+    assert rep.kept == len(convs) and dict(rep.skipped) == {"too_few_messages": 1, "assistant_message_too_long": 1}
+    assert [(i.x, i.y, i.o) for i in its] == [(i.x, i.y, i.o) for i in fixture_interactions()]
+
+
+def test_loader_unreachable_gives_clear_error():
+    with pytest.raises(ConnectionError, match="data_files"):
+        load_wildchat(path="no-such-org/no-such-dataset-xyz")
+
+
+# ---- export -------------------------------------------------------------------------------------------------------
+
+def test_prompt_completion_round_trip(tmp_path):
+    import datasets
+    fx = fixture_interactions()
+    ds = to_prompt_completion(fx)
+    assert set(ds.column_names) == {"prompt", "completion", "o", "meta"}
+    assert ds[0]["completion"] == [{"role": "assistant", "content": fx[0].y}] and ds[0]["prompt"][-1]["role"] == "user"
+    ds.save_to_disk(str(tmp_path / "pc"))
+    assert from_prompt_completion(datasets.load_from_disk(str(tmp_path / "pc"))) == fx
+    with pytest.raises(ValueError, match="no interactions"):
+        to_prompt_completion([])
