@@ -29,7 +29,7 @@ setuptools.setup(
                  'Programming Language :: Python :: 3'],
     packages=setuptools.find_packages(include=['hindsight_ref', 'hindsight_ref.*']),
     include_package_data=True,
-    package_data={'hindsight_ref': ['fixtures/*.jsonl', 'fixtures/*.json', 'recipes/*.yaml']},
+    package_data={'hindsight_ref': ['fixtures/*.jsonl', 'fixtures/*.json', 'fixtures/toyworld/*', 'recipes/*.yaml']},
     python_requires=f">={cfg['min_python']}",
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split()},

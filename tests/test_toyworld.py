@@ -1,0 +1,131 @@
+"Tests of the toy world: style round trips, tokenizer, users, judges and the two-order protocol, and the shipped world model."
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from hindsight_ref import toyworld as tw
+from hindsight_ref.data import Interaction
+
+styles = st.fixed_dictionaries({a: st.booleans() for a in tw.ATTRS})
+
+
+@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(tw.TOPICS), kind=st.sampled_from(["info", "tip"]))
+@settings(max_examples=100, deadline=None)
+def test_style_round_trip(style, seed, topic, kind):
+    rng = random.Random(seed)
+    req = tw.Request(kind, topic, tw.REQUESTS[kind][0].format(t=topic))
+    assert tw.parse_style(tw.render_response(req, style, rng)) == style
+
+
+def test_render_needs_every_attribute():
+    with pytest.raises(ValueError, match="missing attributes"):
+        tw.render_response(tw.Request("info", "tea", "tell me about tea ."), {"emoji": True}, random.Random(0))
+
+
+@pytest.fixture(scope="module")
+def wtok():
+    return tw.world_tokenizer()
+
+
+def test_tokenizer_chat_template_and_round_trip(wtok):
+    rng = random.Random(0)
+    for _ in range(50):
+        conv = tw.world_conversation(rng)
+        text = wtok.apply_chat_template(conv, tokenize=False)
+        assert text == tw.chatml(conv)
+        ids = wtok(text, add_special_tokens=False)["input_ids"]
+        assert wtok.unk_token_id not in ids
+        assert wtok.decode(wtok(conv[-1]["content"])["input_ids"]) == conv[-1]["content"]
+    assert wtok.pad_token_id != wtok.eos_token_id
+    assert wtok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) \
+        == tw.chatml([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+
+
+def test_assistant_labels_cover_assistant_turns_only(wtok):
+    conv = [{"role": "user", "content": "tell me about tea ."}, {"role": "assistant", "content": "note that tea are warm ."},
+            {"role": "user", "content": "too long , keep it short ."}, {"role": "assistant", "content": "perfect !"}]
+    b = tw.world_batch([conv], wtok)
+    kept = [wtok.convert_ids_to_tokens(int(i)) for i, l in zip(b["input_ids"][0], b["labels"][0]) if l != -100]
+    assert kept == ["note", "that", "tea", "are", "warm", ".", "<|im_end|>", "perfect", "!", "<|im_end|>"]
+
+
+def _resp(**on):
+    return tw.render_response(tw.Request("info", "tea", "tell me about tea ."), {a: on.get(a, False) for a in tw.ATTRS}, random.Random(0))
+
+
+def test_reward_user_and_judge():
+    bad, good = _resp(praise=True, closer=True), _resp()
+    assert tw.true_reward("less_filler", bad) == -2 and tw.true_reward("less_filler", good) == 0
+    assert tw.true_reward("no_emojis", bad) == 0
+    u = tw.SimulatedUser("less_filler", seed=0)
+    x = [{"role": "user", "content": "tell me about tea ."}]
+    assert u(x, good) in tw.APPROVALS
+    o = u(x, bad)
+    assert o not in tw.APPROVALS and any(p in o for p in tw.COMPLAINTS[("praise", False)])
+    assert any(p in o for p in tw.COMPLAINTS[("closer", False)])
+    assert tw.judge("less_filler", "", good, bad) == "A" and tw.judge("less_filler", "", bad, good) == "B"
+    assert tw.judge("less_filler", "", good, good) == "A"           # first-position bias on ties
+    assert tw.judge("less_filler", "", good, good, tie="C") == "C"
+
+
+def test_two_order_protocol_cancels_position_bias():
+    bad, good = _resp(praise=True), _resp()
+    assert tw.two_order("less_filler", "", good, bad) == 1
+    assert tw.two_order("less_filler", "", bad, good) == -1
+    assert tw.two_order("less_filler", "", good, good) == 0          # A then A: the orders disagree -> tie
+    wr = tw.win_rate("less_filler", [None] * 4, [good, good, bad, good], [bad, bad, good, good])
+    assert (wr.wins, wr.losses, wr.ties) == (2, 1, 1) and wr.rate == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same length"):
+        tw.win_rate("less_filler", [None], [good, bad], [bad])
+
+
+def test_bad_inputs():
+    with pytest.raises(KeyError, match="Unknown persona"): tw.get_persona("grumpy")
+    with pytest.raises(ValueError, match="loss must be"): tw.OnlineConfig(loss="forward")
+    with pytest.raises(ValueError, match="at least one"): tw.complaint_text({}, random.Random(0))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return tw.load_world()
+
+
+def test_world_model_reads_hindsight(world):
+    "On the shipped model: a complaint about praise makes the praise token much less likely; an unrelated follow-up does not."
+    model, tok = world
+    x = [{"role": "user", "content": "tell me about tea ."}]
+    y = _resp(praise=True)
+    rel = tw.world_signal(model, tok, [Interaction(x, y, "skip the flattery and get to the point .")])[0]
+    unr = tw.world_signal(model, tok, [Interaction(x, y, "any tips on chess ?")])[0]
+    assert rel["tokens"][0] in ("great", "good", "perfect")
+    assert rel["A"][0] < -1.0 and abs(unr["A"][0]) < 0.3
+    assert rel["seq_A"] < unr["seq_A"] - 1.0
+
+
+def test_kl_anchor_needs_base(world):
+    model, tok = world
+    it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(), "perfect , thanks .")
+    with pytest.raises(ValueError, match="base model"):
+        tw.hindsight_loss(model, tok, [it], tw.OnlineConfig(kl_anchor=0.1))
+
+
+def test_hindsight_loss_matches_hand_computation(world):
+    "The trainer's sampled-token loss equals -(1/|y|) sum_i A_i log p_student(y_i), computed here from two plain forward passes."
+    model, tok = world
+    it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "too many emojis , drop them .")
+    loss, _ = tw.hindsight_loss(model, tok, [it], tw.OnlineConfig())
+
+    def logps(text):
+        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad(): lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        return lp.gather(-1, ids[0, 1:, None])[:, 0], ids.shape[1]
+    y_ids = tok(it.y, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    T = len(y_ids)
+    s_text = tw.chatml(it.x, True) + it.y + "<|im_end|>"
+    t_text = tw.chatml([{"role": "user", "content": it.x[0]["content"] + tw.get_template("paper").hindsight_block(it.o)}], True) + it.y + "<|im_end|>"
+    ls, _ = logps(s_text); lt, _ = logps(t_text)
+    ls, lt = ls[-T:], lt[-T:]
+    expected = -((lt - ls) * ls).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
