@@ -1,0 +1,331 @@
+"The trainers: config, schedule, exact resume, gradient accumulation, bad input, online loop, main_train."
+import copy
+import dataclasses
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from hindsight_ref.contexts import encode_interaction, encode_interactions
+from hindsight_ref.data import Interaction, fixture_interactions
+from hindsight_ref.losses import AllMaskedError
+from hindsight_ref.models import ModelLoadError, tiny_model
+from hindsight_ref.train import (HindsightTrainer, NonFiniteLossError, OnlineTrainer, RuleBasedSimulator, TrainConfig,
+                                 UserSimulator, evaluate_hindsight_kl, lr_factor, main_train, make_optimizer, read_metrics,
+                                 recipes_dir, split_heldout)
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return fixture_interactions()
+
+
+def reading_model(tok, seed=0, std=0.125, sharpen=3.0):
+    "The tiny model with decoder weights at 1/sqrt(d) and a sharpened output: it reads its context."
+    model, tok = tiny_model(seed=seed, tokenizer=tok)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.model.layers.modules():
+            if isinstance(m, torch.nn.Linear): m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+        model.model.norm.weight.mul_(sharpen)
+    return model, tok
+
+
+def cfg(tmp_path, name="run", **kw):
+    base = dict(model="tiny", lr=1e-3, schedule="constant", warmup_ratio=0.0, batch_size=2, grad_accum=1, max_steps=2,
+                max_grad_norm=1.0, progress=False, seed=0, output_dir=str(tmp_path / name))
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+# ---- config ---------------------------------------------------------------------------------------------------
+def test_config_yaml_roundtrip_and_unknown_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: tiny\nlr: 1.0e-4\nlora: {r: 8}\n")
+    c = TrainConfig.from_yaml(p, epochs=3)
+    assert (c.model, c.lr, c.lora, c.epochs) == ("tiny", 1e-4, {"r": 8}, 3)
+    q = tmp_path / "d.yaml"; c.to_yaml(q)
+    assert TrainConfig.from_yaml(q) == c
+    p.write_text("learnig_rate: 1\n")
+    with pytest.raises(ValueError, match="Unknown config keys"):
+        TrainConfig.from_yaml(p)
+    with pytest.raises(FileNotFoundError, match="recipes"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="teacher"):
+        TrainConfig(teacher="average")
+
+
+def test_paper_defaults():
+    c = TrainConfig()
+    assert (c.lr, c.schedule, c.warmup_ratio, c.batch_size * c.grad_accum, c.epochs) == (2e-6, "cosine", 0.05, 32, 2)
+    assert (c.loss, c.teacher, c.center, c.clip_advantage, c.ignore_first_k, c.alpha) == ("sampled_token", "live", False, None, 0, 1.0)
+
+
+def test_every_recipe_loads():
+    names = sorted(p.name for p in recipes_dir().glob("*.yaml"))
+    assert "offline_paper.yaml" in names and "online_tldr.yaml" in names
+    for p in recipes_dir().glob("*.yaml"):
+        TrainConfig.from_yaml(p)
+
+
+def test_schedules():
+    f = [lr_factor(s, 100, 5) for s in range(100)]
+    assert f[:5] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert f[5] == pytest.approx(1.0) and f[-1] < 1e-3
+    assert all(a >= b for a, b in zip(f[5:], f[6:]))
+    assert lr_factor(52, 100, 5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 47 / 95)))
+    assert {lr_factor(s, 100, 0, "constant") for s in range(100)} == {1.0}
+
+
+def test_optimizer_choices(tmp_path):
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert type(make_optimizer(p, cfg(tmp_path), "cpu")) is torch.optim.AdamW            # auto on CPU
+    if "bitsandbytes" not in sys.modules:
+        try: import bitsandbytes  # noqa: F401
+        except ImportError:
+            with pytest.raises(ImportError, match="pip install bitsandbytes"):
+                make_optimizer(p, cfg(tmp_path, optimizer="adamw_8bit"), "cuda")
+            assert type(make_optimizer(p, cfg(tmp_path), "cuda")) is torch.optim.AdamW  # auto falls back
+
+
+def test_lora_without_peft_names_the_fix(tmp_path, tok, fx, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)           # as if peft were not installed
+    m, t = tiny_model(tokenizer=tok)
+    with pytest.raises(ImportError, match="pip install peft"):
+        HindsightTrainer(cfg(tmp_path, lora={"r": 4}), m, t, interactions=fx[:2])
+
+
+def test_heldout_split_keeps_conversations_apart(fx):
+    tr, ho = split_heldout(fx, 10, seed=1)
+    assert len(ho) >= 10 and len(tr) + len(ho) == len(fx)
+    assert not {i.meta["conversation_id"] for i in tr} & {i.meta["conversation_id"] for i in ho}
+
+
+# ---- acceptance 2: a handful of steps lowers the hindsight KL, also held out -----------------------------------------
+def test_hindsight_kl_falls_on_train_and_heldout(tmp_path, tok, fx):
+    m, t = reading_model(tok)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=6, eval_size=6), m, t, interactions=fx[:24])
+    probe = tr.encoded[:8]
+    before = (evaluate_hindsight_kl(tr.model, probe, tr.pad_id), evaluate_hindsight_kl(tr.model, tr.eval_encoded, tr.pad_id))
+    tr.train()
+    after = (evaluate_hindsight_kl(tr.model, probe, tr.pad_id), evaluate_hindsight_kl(tr.model, tr.eval_encoded, tr.pad_id))
+    assert before[0] > 0.01 and before[1] > 0.01
+    assert after[0] < 0.7 * before[0] and after[1] < 0.7 * before[1]
+
+
+# ---- acceptance 3: kill and resume == uninterrupted ----------------------------------------------------------------------
+@pytest.mark.parametrize("teacher", ["ema"])   # the EMA teacher adds its own state to what the live one needs
+def test_resume_is_exact(tmp_path, tok, fx, teacher):
+    kw = dict(schedule="cosine", warmup_ratio=0.2, batch_size=2, grad_accum=2, epochs=2, max_steps=None, save_every=2,
+              teacher=teacher, seed=3)
+    data = fx[:10]                                           # 5 micro-batches -> 3 steps per epoch, 6 steps
+    full = HindsightTrainer(cfg(tmp_path, "a", **kw), *reading_model(tok), interactions=data)
+    full.train()
+    part = HindsightTrainer(cfg(tmp_path, "b", **kw), *reading_model(tok), interactions=data)
+    part.train(stop_after=4)
+    del part
+    res = HindsightTrainer(cfg(tmp_path, "b", resume_from="latest", **kw), *reading_model(tok), interactions=data)
+    assert (res.step, res.epoch, res.step_in_epoch) == (4, 1, 1)
+    res.train()
+    wa, wb = weights(full.model), weights(res.model)
+    assert full.step == res.step == 6
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+    if teacher == "ema":
+        assert all(torch.equal(p, q) for p, q in zip(full.teacher.parameters(), res.teacher.parameters()))
+    la, lb = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]   # same six steps, logged once each
+
+
+def test_online_resume_is_exact(tmp_path, tok, fx):
+    "The sampled completions depend on the RNG state: the checkpoint restores it."
+    kw = dict(mode="online", batch_size=2, max_steps=3, save_every=1, max_new_tokens=6, seed=5)
+    xs = [it.x for it in fx[:6]]
+    sim = RuleBasedSimulator(max_words=3)
+    full = OnlineTrainer(cfg(tmp_path, "a", **kw), *reading_model(tok), prompts=xs, simulator=sim)
+    full.train()
+    part = OnlineTrainer(cfg(tmp_path, "b", **kw), *reading_model(tok), prompts=xs, simulator=sim)
+    part.train(stop_after=2)
+    res = OnlineTrainer(cfg(tmp_path, "b", resume_from="latest", **kw), *reading_model(tok), prompts=xs, simulator=sim)
+    res.train()
+    wa, wb = weights(full.model), weights(res.model)
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+    ya = [json.loads(l)["y"] for l in (tmp_path / "a" / "interactions.jsonl").read_text().splitlines()]
+    yb = [json.loads(l)["y"] for l in (tmp_path / "b" / "interactions.jsonl").read_text().splitlines()]
+    assert ya == yb and len(ya) <= 6
+
+
+def test_resume_on_other_data_is_refused(tmp_path, tok, fx):
+    a = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1), *reading_model(tok), interactions=fx[:4])
+    a.train()
+    with pytest.raises(ValueError, match="different data"):
+        HindsightTrainer(cfg(tmp_path, resume_from="latest"), *reading_model(tok), interactions=fx[:6])
+
+
+# ---- the step is what it claims --------------------------------------------------------------------------------------------
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, tok, fx):
+    "batch 4 x accumulation 1 == batch 2 x accumulation 2 (same interactions in the step, same mean over sequences)."
+    a = HindsightTrainer(cfg(tmp_path, "a", batch_size=4, grad_accum=1, max_steps=1, optimizer="adamw", lr=0.1,
+                             max_grad_norm=None), *reading_model(tok), interactions=fx[:5])
+    b = HindsightTrainer(cfg(tmp_path, "b", batch_size=2, grad_accum=2, max_steps=1, optimizer="adamw", lr=0.1,
+                             max_grad_norm=None), *reading_model(tok), interactions=fx[:5])
+    ra, rb = a.train()[0], b.train()[0]
+    assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-6) and ra["n_seqs"] == rb["n_seqs"] == 4
+    # compare the first Adam moments, which are (1 - beta1) * gradient
+    ga = [a.opt.state[p]["exp_avg"] for p in a.opt.param_groups[0]["params"]]
+    gb = [b.opt.state[p]["exp_avg"] for p in b.opt.param_groups[0]["params"]]
+    scale = max(x.abs().max().item() for x in ga)
+    assert scale > 0 and max((x - y).abs().max().item() for x, y in zip(ga, gb)) < 1e-5 * scale   # float32 summation order
+
+
+def test_gradient_checkpointing_gives_the_same_step(tmp_path, tok, fx):
+    a = HindsightTrainer(cfg(tmp_path, "a", max_steps=1), *reading_model(tok), interactions=fx[:4])
+    b = HindsightTrainer(cfg(tmp_path, "b", max_steps=1, gradient_checkpointing=True), *reading_model(tok), interactions=fx[:4])
+    a.train(); b.train()
+    wa, wb = weights(a.model), weights(b.model)
+    assert max((wa[n] - wb[n]).abs().max().item() for n in wa) < 1e-6
+
+
+@pytest.mark.parametrize("kw", [dict(loss="full"), dict(loss="topk", topk=8, alpha=0.5), dict(loss="topk", alpha=0.0, teacher="frozen"),
+                                dict(center=True, clip_advantage=2.0, ignore_first_k=2)])
+def test_loss_options_train(tmp_path, tok, fx, kw):
+    tr = HindsightTrainer(cfg(tmp_path, **kw), *reading_model(tok), interactions=fx[:4])
+    w0 = weights(tr.model)
+    recs = tr.train()
+    assert all(math.isfinite(r["loss"]) and not r["skipped"] for r in recs)
+    assert any(not torch.equal(w0[n], p) for n, p in tr.model.named_parameters())
+    if kw.get("teacher") == "frozen":
+        assert all(torch.equal(w0[n], p) for n, p in tr.teacher.named_parameters())
+
+
+def test_metrics_and_save_pretrained(tmp_path, tok, fx):
+    from transformers import AutoModelForCausalLM
+    tr = HindsightTrainer(cfg(tmp_path), *reading_model(tok), interactions=fx[:4])
+    tr.train()
+    recs = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in recs] == [1, 2]
+    assert {"loss", "mean_A", "mean_abs_A", "grad_norm", "lr", "tokens_per_s", "skipped"} <= set(recs[0])
+    p = tr.save()
+    m = AutoModelForCausalLM.from_pretrained(p)
+    assert all(torch.equal(v, tr.model.state_dict()[k]) for k, v in m.state_dict().items())
+    assert (p / "train_config.yaml").exists() and (p / "tokenizer_config.json").exists()
+
+
+def test_main_train_from_yaml(tmp_path):
+    tr = main_train(recipes_dir() / "smoke_tiny.yaml", output_dir=str(tmp_path / "smoke"), progress=False)
+    assert tr.step == 2 and (tmp_path / "smoke" / "final" / "config.json").exists()
+    assert len(read_metrics(tmp_path / "smoke")) == 2
+
+
+# ---- acceptance 4: bad input ---------------------------------------------------------------------------------------------------
+def test_empty_dataset(tmp_path, tok):
+    with pytest.raises(ValueError, match="training set is empty"):
+        HindsightTrainer(cfg(tmp_path), *tiny_model(tokenizer=tok), interactions=[])
+    with pytest.raises(ValueError, match="no contexts"):
+        OnlineTrainer(cfg(tmp_path, mode="online"), *tiny_model(tokenizer=tok), prompts=[])
+
+
+def test_all_masked_everywhere(tmp_path, tok, fx):
+    with pytest.raises(AllMaskedError, match="ignore_first_k"):
+        HindsightTrainer(cfg(tmp_path, ignore_first_k=10_000), *tiny_model(tokenizer=tok), interactions=fx[:4])
+
+
+def test_all_masked_batch_names_the_interactions(tmp_path, tok, fx):
+    "A step whose completions are all shorter than ignore_first_k is an error naming them, not a silent no-op."
+    short = [Interaction(x=[{"role": "user", "content": f"Question {i}?"}], y="Yes.", o="Thanks.",
+                         meta={"conversation_id": f"short-{i}", "turn": 1}) for i in range(2)]
+    k = len(encode_interaction(tok, short[0]).completion_ids)          # "Yes." + end of turn
+    long = [it for it in fx if len(encode_interaction(tok, it).completion_ids) > k + 5][:2]
+    c = cfg(tmp_path, ignore_first_k=k, batch_size=2, grad_accum=1, epochs=1, max_steps=None)
+    tr = HindsightTrainer(c, *tiny_model(tokenizer=tok), interactions=short + long)
+    order = [i for i in range(4)]
+    tr._step_items = lambda epoch, step: [[0, 1]] if step == 0 else [[2, 3]]   # put the two short ones in one step
+    with pytest.raises(AllMaskedError, match="short-0#turn1"):
+        tr.train()
+
+
+def _poisoned(tok, fx):
+    bad = Interaction(x=[{"role": "user", "content": "Say something."}], y="Here: §", o="Thanks.",
+                      meta={"conversation_id": "poisoned", "turn": 1})
+    others = encode_interactions(tok, fx[:3])
+    marker = min(set(encode_interaction(tok, bad).completion_ids) - {t for e in others for t in e.student_ids + e.teacher_ids})
+    m, t = reading_model(tok)
+    def hook(mod, inp, out):
+        rows = (inp[0] == marker).any(-1)
+        if rows.any(): out = out.clone(); out[rows] = float("nan")
+        return out
+    m.get_input_embeddings().register_forward_hook(hook)
+    return m, t, fx[:3] + [bad]
+
+
+def test_nan_loss_is_skipped_and_reported(tmp_path, tok, fx):
+    m, t, data = _poisoned(tok, fx)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=1), m, t, interactions=data)
+    w0 = weights(tr.model)
+    with pytest.warns(UserWarning, match="poisoned#turn1"):
+        rec = tr.train()[0]
+    assert rec["skipped"] and "poisoned#turn1" in rec["problem"] and math.isnan(rec["loss"])
+    assert all(torch.equal(w0[n], p) for n, p in tr.model.named_parameters())       # no update at all
+    assert read_metrics(tmp_path / "run")[0]["skipped"]
+
+
+def test_nan_loss_stops_naming_the_interaction(tmp_path, tok, fx):
+    m, t, data = _poisoned(tok, fx)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=1, nan_policy="stop"), m, t, interactions=data)
+    with pytest.raises(NonFiniteLossError, match="poisoned#turn1"):
+        tr.train()
+
+
+def test_repeated_nan_stops_the_run(tmp_path, tok, fx):
+    m, t, data = _poisoned(tok, fx)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=5, max_skipped_steps=3), m, t, interactions=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+            tr.train()
+
+
+def test_model_without_chat_template(tmp_path, tok, fx):
+    t = copy.deepcopy(tok); t.chat_template = None
+    m, _ = tiny_model(tokenizer=tok)
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        HindsightTrainer(cfg(tmp_path), m, t, interactions=fx[:2])
+
+
+# ---- online ------------------------------------------------------------------------------------------------------------------------
+def test_rule_based_simulator():
+    sim = RuleBasedSimulator(max_words=5, no_markdown=True)
+    x = [{"role": "user", "content": "hi"}]
+    assert isinstance(sim, UserSimulator)
+    assert sim(x, "Hello.") == sim.satisfied
+    o = sim(x, "Great question! 😊 here is a long answer with many words")
+    assert "flattery" in o and "emojis" in o and "too long" in o
+    assert "markdown" in sim(x, "**Yes**")
+
+
+def test_online_uses_each_context_once_and_scores_sampled_ids(tmp_path, tok, fx):
+    xs = [it.x for it in fx[:4]]
+    seen = []
+    def sim(x, y):
+        seen.append((x[-1]["content"], y)); return "Shorter please."
+    tr = OnlineTrainer(cfg(tmp_path, mode="online", batch_size=2, max_steps=None, epochs=1, max_new_tokens=8), *reading_model(tok),
+                       prompts=xs, simulator=sim)
+    recs = tr.train()
+    assert len(recs) == 2 and all(math.isfinite(r["loss"]) for r in recs)
+    assert sorted(p for p, _ in seen) == sorted(x[-1]["content"] for x in xs[:len(seen)]) or len(seen) + tr.n_empty == 4
+    assert len(seen) + tr.n_empty == 4
+    logged = [json.loads(l) for l in (tmp_path / "run" / "interactions.jsonl").read_text().splitlines()]
+    assert all(r["o"] == "Shorter please." and r["n_tokens"] <= 8 for r in logged)
+
+
+def test_bad_simulator_output(tmp_path, tok, fx):
+    tr = OnlineTrainer(cfg(tmp_path, mode="online", max_new_tokens=4), *reading_model(tok), prompts=[fx[0].x, fx[1].x],
+                       simulator=lambda x, y: "")
+    with pytest.raises(ValueError, match="simulator returned"):
+        tr.train()
