@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .signal import kl_divergence   # KL(p || q) from log-probs, shared with the derivation in 03
+
 # %% auto #0
-__all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'token_advantage', 'sampled_token_loss', 'kl_div',
-           'reverse_kl', 'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss',
-           'ema_update_']
+__all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'token_advantage', 'sampled_token_loss', 'reverse_kl',
+           'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss', 'ema_update_']
 
 # %% ../nbs/05_losses.ipynb #573a7f21
 class AllMaskedError(ValueError):
@@ -74,17 +75,13 @@ def sampled_token_loss(logp_student: torch.Tensor, logp_teacher: torch.Tensor, m
     return reduce_tokens(per_token, mask, reduction)
 
 # %% ../nbs/05_losses.ipynb #69977e58
-def kl_div(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    "KL(p || q) = sum_v p(v) (log p(v) - log q(v)) over the last dimension, from log-probabilities."
-    return (logp.exp() * (logp - logq)).sum(-1)
-
 def reverse_kl(logp_student: torch.Tensor, logp_teacher: torch.Tensor) -> torch.Tensor:
     "KL(student || teacher): the paper's Eq. 2 at each position (expectation under the student)."
-    return kl_div(logp_student, logp_teacher)
+    return kl_divergence(logp_student, logp_teacher)
 
 def forward_kl(logp_student: torch.Tensor, logp_teacher: torch.Tensor) -> torch.Tensor:
     "KL(teacher || student): expectation under the teacher (SDFT's loss in practice)."
-    return kl_div(logp_teacher, logp_student)
+    return kl_divergence(logp_teacher, logp_student)
 
 def generalized_jsd(logp_student: torch.Tensor, logp_teacher: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     "alpha=1: reverse KL(s||t); alpha=0: forward KL(t||s); else (1-a) KL(s||M) + a KL(t||M) with M = (1-a) s + a t."
@@ -92,7 +89,7 @@ def generalized_jsd(logp_student: torch.Tensor, logp_teacher: torch.Tensor, alph
     if alpha == 1.0: return reverse_kl(logp_student, logp_teacher)
     if alpha == 0.0: return forward_kl(logp_student, logp_teacher)
     log_m = torch.logsumexp(torch.stack([logp_student + math.log(1 - alpha), logp_teacher + math.log(alpha)]), dim=0)
-    return (1 - alpha) * kl_div(logp_student, log_m) + alpha * kl_div(logp_teacher, log_m)
+    return (1 - alpha) * kl_divergence(logp_student, log_m) + alpha * kl_divergence(logp_teacher, log_m)
 
 # %% ../nbs/05_losses.ipynb #16e0a0d3
 def _with_tail(logp: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,8 @@ def sequence_advantage(advantage: torch.Tensor, mask: torch.Tensor | None = None
 # %% ../nbs/03_signal.ipynb #ba72c9b4
 def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     "KL(p || q) = sum_c p(c) (log p(c) - log q(c)) over the last dim, from log-probabilities, in float32 or wider."
-    logp, logq = logp.float(), logq.float()
+    dt = torch.promote_types(logp.dtype, torch.float32)   # bf16/fp16 are lifted; fp64 stays fp64
+    logp, logq = logp.to(dt), logq.to(dt)
     return (logp.exp() * (logp - logq)).sum(-1)
 
 def hindsight_kl(logp_student_full: torch.Tensor, logp_teacher_full: torch.Tensor) -> torch.Tensor:
