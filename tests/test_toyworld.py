@@ -87,6 +87,38 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="at least one"): tw.complaint_text({}, random.Random(0))
 
 
+# The first token of each alternative of every attribute's decision (topic words stand for the plain heading).
+DECISION = {"praise": ({"great", "good", "perfect"}, {"sure"}), "markdown": ({"#"}, set(tw.TOPICS)),
+            "long": ({"first"}, {"in"}), "casual": ({"yeah"}, {"note"}), "emoji": (set(tw.EMOJIS), {"."}),
+            "closer": ({"hope", "let"}, {"<|im_end|>"})}
+
+
+@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(tw.TOPICS), kind=st.sampled_from(["info", "tip"]),
+       attr=st.sampled_from(tw.ATTRS))
+@settings(max_examples=200, deadline=None)
+def test_each_attribute_is_decided_at_its_own_token(style, seed, topic, kind, attr):
+    "Flipping one attribute leaves every token before its decision unchanged, and the decision token names the attribute's value."
+    wtok = tw.world_tokenizer()
+    req = tw.Request(kind, topic, tw.REQUESTS[kind][0].format(t=topic))
+    ids = {v: wtok.convert_ids_to_tokens(wtok(tw.render_response(req, {**style, attr: v}, random.Random(seed)))["input_ids"]) + ["<|im_end|>"]
+           for v in (True, False)}
+    i = next(i for i, (a, b) in enumerate(zip(ids[True], ids[False])) if a != b)
+    assert ids[True][i] in DECISION[attr][0] and ids[False][i] in DECISION[attr][1]
+    for other, (on, off) in DECISION.items():      # no other attribute's decision can be read at this token
+        if other != attr:
+            assert not {ids[True][i], ids[False][i]} & (on | off), (attr, other, ids[True][i], ids[False][i])
+
+
+def test_merge_personas():
+    m = tw.merge_personas("no_emojis", "less_filler", "direct_plain")
+    assert m.wanted() == {"emoji": False, "praise": False, "closer": False, "markdown": False, "long": False}
+    assert m.name == "no_emojis+less_filler+direct_plain"
+    flip = tw.merge_personas("concise_casual", "detailed_professional")          # a later persona wins a conflict
+    assert flip.wanted() == {"long": True, "casual": False}
+    bad = tw.render_response(tw.Request("info", "tea", "tell me about tea ."), dict.fromkeys(tw.ATTRS, True), random.Random(0))
+    assert tw.true_reward(m, bad) == -5.0
+
+
 @pytest.fixture(scope="module")
 def world():
     return tw.load_world()
@@ -115,7 +147,7 @@ def test_hindsight_loss_matches_hand_computation(world):
     "The trainer's sampled-token loss equals -(1/|y|) sum_i A_i log p_student(y_i), computed here from two plain forward passes."
     model, tok = world
     it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "too many emojis , drop them .")
-    loss, _ = tw.hindsight_loss(model, tok, [it], tw.OnlineConfig())
+    loss, _ = tw.hindsight_loss(model, tok, [it], tw.OnlineConfig(kl_anchor=0.0))   # the paper's loss
 
     def logps(text):
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -129,3 +161,36 @@ def test_hindsight_loss_matches_hand_computation(world):
     ls, lt = ls[-T:], lt[-T:]
     expected = -((lt - ls) * ls).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+
+
+def test_kl_anchor_adds_beta_times_kl_to_the_base(world):
+    "Anchored loss = paper loss + beta * KL(student || base); the KL is zero against an identical base and positive against another."
+    import copy
+    model, tok = world
+    its = [Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(praise=True), "no need to praise my question ."),
+           Interaction([{"role": "user", "content": "any tips on chess ?"}], _resp(long=True), "perfect , thanks .")]
+    paper, _ = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=0.0))
+    same, st_same = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=2.0), base=copy.deepcopy(model))
+    assert st_same["kl_base"] == pytest.approx(0.0, abs=1e-6) and same.item() == pytest.approx(paper.item(), abs=1e-5)
+    other = tw.world_model(tok, hidden=model.config.hidden_size, layers=model.config.num_hidden_layers, seed=7).eval()
+    anch, st = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=2.0), base=other)
+    assert st["kl_base"] > 0.1
+    assert anch.item() == pytest.approx(paper.item() + 2.0 * st["kl_base"], rel=1e-4)
+
+
+def test_plot_helpers_draw_from_the_library():
+    "The plot helpers work from a plain import (no notebook globals) and draw what they are given."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rates = {a: 0.1 * (i + 1) for i, a in enumerate(tw.ATTRS)}
+    comp = {(a, v): 0.9 if v else 0.8 for a in tw.ATTRS for v in (False, True)}
+    ax = tw.plot_world_model(rates, comp)
+    heights = [[round(float(p.get_height()), 6) for p in bars] for bars in ax.containers]
+    assert heights == [[round(rates[a], 6) for a in tw.ATTRS], [0.8] * 6, [0.9] * 6]
+    hist = [{"interactions": 0, "w": 0.5}, {"interactions": 50, "w": 0.9}]
+    ax = tw.plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, flip_at=50)
+    assert list(ax.lines[0].get_ydata()) == [50, 90] and any(list(l.get_ydata()) == [95, 95] for l in ax.lines)
+    ax = tw.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05)])
+    assert ax.collections[0].get_offsets().tolist() == [[0.05, 90.0]]
+    plt.close("all")
