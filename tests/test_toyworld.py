@@ -191,6 +191,7 @@ def test_plot_helpers_draw_from_the_library():
     hist = [{"interactions": 0, "w": 0.5}, {"interactions": 50, "w": 0.9}]
     ax = tw.plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, flip_at=50)
     assert list(ax.lines[0].get_ydata()) == [50, 90] and any(list(l.get_ydata()) == [95, 95] for l in ax.lines)
-    ax = tw.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05)])
-    assert ax.collections[0].get_offsets().tolist() == [[0.05, 90.0]]
+    ax = tw.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05), dict(variant="w", win=0.97, max_drift=0.3)])
+    assert [c.get_offsets().tolist() for c in ax.collections[:2]] == [[[0.05, 90.0]], [[0.3, 97.0]]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["v", "w", "meets both targets"]
     plt.close("all")
