@@ -14,8 +14,9 @@ from torch.utils.checkpoint import checkpoint
 from .signal import kl_divergence   # KL(p || q) from log-probs, shared with the derivation in 03
 
 # %% auto #0
-__all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'token_advantage', 'sampled_token_loss', 'reverse_kl',
-           'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss', 'ema_update_']
+__all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'masked_advantage', 'sampled_token_loss',
+           'reverse_kl', 'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss',
+           'ema_update_']
 
 # %% ../nbs/05_losses.ipynb #573a7f21
 class AllMaskedError(ValueError):
@@ -50,9 +51,9 @@ def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:
     return mask
 
 # %% ../nbs/05_losses.ipynb #babb3378
-def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mask: torch.Tensor,
-                    center: bool = False, clip: float | None = None) -> torch.Tensor:
-    "Detached A_i = log p(y_i|x,o,y<i) - log p(y_i|x,y<i) [B, T]; optionally clipped to [-clip, clip], then centred per sequence."
+def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mask: torch.Tensor,
+                     center: bool = False, clip: float | None = None) -> torch.Tensor:
+    "Detached A_i = log p(y_i|x,o,y<i) - log p(y_i|x,y<i) [B, T], zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
     mask = mask.bool()
     A = (logp_teacher.float() - logp_student.float()).detach()
     A = torch.where(mask, A, torch.zeros_like(A))
@@ -70,7 +71,7 @@ def sampled_token_loss(logp_student: torch.Tensor, logp_teacher: torch.Tensor, m
                        reduction: str = "seq_mean") -> torch.Tensor:
     "The paper's loss: -(stopgrad(A_i) * log p(y_i|x,y<i)), token mean per sequence, then batch mean."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
-    A = token_advantage(logp_teacher, logp_student, mask, center=center, clip=clip)
+    A = masked_advantage(logp_teacher, logp_student, mask, center=center, clip=clip)
     per_token = torch.where(mask, -A * logp_student.float(), torch.zeros_like(A))
     return reduce_tokens(per_token, mask, reduction)
 

@@ -19,7 +19,7 @@ from .models import cache_dir, _file_lock, quiet_loading
 from .data import Interaction
 from .contexts import TEMPLATES, get_template, encode_interactions, collate
 from .signal import completion_logprobs, completion_hidden
-from .losses import sampled_token_loss, distill_loss, token_advantage
+from .losses import sampled_token_loss, distill_loss, masked_advantage
 
 # %% auto #0
 __all__ = ['ATTRS', 'TOPICS', 'ADJS', 'EVAL_TOPICS', 'TRAIN_TOPICS', 'REQUESTS', 'PRAISE', 'CLOSERS', 'EMOJIS', 'CASUAL',
@@ -463,7 +463,7 @@ def world_signal(model, tok, its: list[Interaction], template="paper", batch_siz
         chunk = its[i:i + batch_size]
         b = collate(encode_interactions(tok, chunk, template=template), tok.pad_token_id)
         ls, lt = _logps(model, b, "student"), _logps(model, b, "teacher")
-        A = token_advantage(lt, ls, b["token_mask"])
+        A = masked_advantage(lt, ls, b["token_mask"])
         for j, it in enumerate(chunk):
             m = b["token_mask"][j]
             out.append(dict(interaction=it, tokens=tok.convert_ids_to_tokens(b["completion_ids"][j][m].tolist()),
@@ -506,16 +506,16 @@ def hindsight_loss(model, tok, its: list[Interaction], cfg: OnlineConfig, base=N
         ls = _logps(model, b, "student", grad=True)
         if cfg.length_norm: loss = sampled_token_loss(ls, lt, mask, center=cfg.center, clip=cfg.clip)
         else:   # sum over the tokens of each sequence (no 1/|y|), mean over sequences
-            A_ = token_advantage(lt, ls, mask, center=cfg.center, clip=cfg.clip)
+            A_ = masked_advantage(lt, ls, mask, center=cfg.center, clip=cfg.clip)
             loss = -(A_ * ls * mask).sum() / mask.shape[0]
-        A = token_advantage(lt, ls, mask)
+        A = masked_advantage(lt, ls, mask)
     else:
         zs, zt = _completion_logits(model, b, "student", True), _completion_logits(model, b, "teacher", False)
         loss = distill_loss(zs, zt, mask, alpha=1.0)
         with torch.no_grad():
             ls = torch.log_softmax(zs.float(), -1).gather(-1, b["completion_ids"][..., None])[..., 0]
             lt = torch.log_softmax(zt.float(), -1).gather(-1, b["completion_ids"][..., None])[..., 0]
-        A = token_advantage(lt, ls, mask)
+        A = masked_advantage(lt, ls, mask)
     stats = dict(mean_A=(A.sum() / mask.sum()).item(), seq_A=(A.sum(-1)).mean().item())
     if cfg.kl_anchor:
         if base is None: raise ValueError("kl_anchor > 0 needs the base model (pass base=...).")

@@ -20,7 +20,7 @@ from .data import Interaction, fixture_interactions, interactions_from_conversat
 from .contexts import (encode_interaction, encode_interactions, collate, get_template, render_chat,
                                     tokenize_text, end_of_turn_id)
 from .signal import completion_logprobs, completion_hidden, selective_logprobs
-from .losses import sampled_token_loss, token_advantage, chunked_distill_loss, ema_update_, AllMaskedError
+from .losses import sampled_token_loss, masked_advantage, chunked_distill_loss, ema_update_, AllMaskedError
 
 # %% auto #0
 __all__ = ['TrainConfig', 'set_seed', 'epoch_order', 'interaction_name', 'load_interactions', 'split_heldout', 'make_optimizer',
@@ -250,7 +250,7 @@ def hindsight_loss(model, batch: dict, cfg: TrainConfig, teacher=None):
         with torch.no_grad():   # log-probs of the sampled tokens, for the statistics only
             lp_s = selective_logprobs(head, h_s.detach(), batch["completion_ids"], mask, cfg.chunk_size, softcap)
             lp_t = selective_logprobs(t_head, h_t, batch["completion_ids"], mask, cfg.chunk_size, softcap)
-    A = token_advantage(lp_t, lp_s, mask)   # raw A, for statistics
+    A = masked_advantage(lp_t, lp_s, mask)   # raw A, for statistics
     n_tok = mask.sum()
     stats = dict(mean_A=(A.sum() / n_tok.clamp(min=1)).item(), mean_abs_A=(A.abs().sum() / n_tok.clamp(min=1)).item(),
                  n_tokens=int(n_tok), n_seqs=int((mask.sum(-1) > 0).sum()))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hindsight_ref.losses import (AllMaskedError, chunked_distill_loss, distill_loss, drop_first_k, ema_update_, forward_kl,
-                                  generalized_jsd, reduce_tokens, reverse_kl, sampled_token_loss, token_advantage,
+                                  generalized_jsd, reduce_tokens, reverse_kl, sampled_token_loss, masked_advantage,
                                   topk_logprobs)
 
 ln = math.log
@@ -129,11 +129,11 @@ def test_lemma_b1_expected_sampled_gradient_is_reverse_kl_gradient():
 def test_centering_and_clipping():
     lt, ls = torch.tensor([[0., 0., 0., 5.]]), torch.tensor([[1., -2., 3., 0.]])    # A = -1, 2, -3 | masked
     m = torch.tensor([[True, True, True, False]])
-    assert token_advantage(lt, ls, m).tolist() == [[-1., 2., -3., 0.]]
-    assert torch.allclose(token_advantage(lt, ls, m, center=True), torch.tensor([[-1 / 3, 8 / 3, -7 / 3, 0.]]))
-    assert token_advantage(lt, ls, m, clip=2.0).tolist() == [[-1., 2., -2., 0.]]
+    assert masked_advantage(lt, ls, m).tolist() == [[-1., 2., -3., 0.]]
+    assert torch.allclose(masked_advantage(lt, ls, m, center=True), torch.tensor([[-1 / 3, 8 / 3, -7 / 3, 0.]]))
+    assert masked_advantage(lt, ls, m, clip=2.0).tolist() == [[-1., 2., -2., 0.]]
     with pytest.raises(ValueError, match="clip"):
-        token_advantage(lt, ls, m, clip=0.0)
+        masked_advantage(lt, ls, m, clip=0.0)
 
 
 def test_centering_gives_zero_for_a_uniform_signal():
