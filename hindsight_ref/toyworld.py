@@ -245,8 +245,8 @@ def length_buckets(convs: list[list[dict]], batch_size: int, rng: random.Random)
     rng.shuffle(batches)
     return batches
 
-def pretrain_world(steps: int = 1200, batch_size: int = 32, lr: float = 1e-2, seed: int = 0, hidden: int = 96,
-                   layers: int = 3, heads: int = 4, mix: dict | None = None, threads: int | None = 1, bucket: int = 8,
+def pretrain_world(steps: int = 1600, batch_size: int = 48, lr: float = 1.2e-2, seed: int = 0, hidden: int = 64,
+                   layers: int = 3, heads: int = 4, mix: dict | None = None, threads: int | None = 2, bucket: int = 8,
                    log_every: int = 100, verbose: bool = True):
     "Train a fresh world model on freshly sampled world conversations; returns `(model, tok, log)`."
     tok = world_tokenizer()

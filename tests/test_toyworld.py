@@ -195,3 +195,22 @@ def test_plot_helpers_draw_from_the_library():
     assert [c.get_offsets().tolist() for c in ax.collections[:2]] == [[[0.05, 90.0]], [[0.3, 97.0]]]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["v", "w", "meets both targets"]
     plt.close("all")
+
+
+def test_shipped_checkpoint_matches_the_code(world):
+    "The shipped world model was trained with PRETRAIN_DEFAULTS (also pretrain_world's defaults), on today's vocabulary."
+    import inspect, json
+    meta = json.loads((tw.FIXTURE_DIR / "world.json").read_text())
+    assert {k: meta[k] for k in tw.PRETRAIN_DEFAULTS} == tw.PRETRAIN_DEFAULTS
+    sig = inspect.signature(tw.pretrain_world)
+    assert {k: sig.parameters[k].default for k in tw.PRETRAIN_DEFAULTS} == tw.PRETRAIN_DEFAULTS
+    assert world[1].get_vocab() == tw.world_tokenizer().get_vocab()      # a change to the world's words needs a rebuild
+
+
+def test_pretraining_is_deterministic():
+    "Two short pretraining runs with the same settings give bitwise-identical weights (what makes the rebuild reproducible)."
+    kw = dict(tw.PRETRAIN_DEFAULTS, steps=4, batch_size=8, bucket=2, verbose=False)
+    (m1, _, _), (m2, _, _) = tw.pretrain_world(**kw), tw.pretrain_world(**kw)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    m3 = tw.pretrain_world(**dict(kw, seed=1))[0]
+    assert not all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))
