@@ -45,7 +45,7 @@ def test_tokenizer_chat_template_and_round_trip(wtok):
 
 def test_assistant_labels_cover_assistant_turns_only(wtok):
     conv = [{"role": "user", "content": "tell me about tea ."}, {"role": "assistant", "content": "note that tea are warm ."},
-            {"role": "user", "content": "too long , keep it short ."}, {"role": "assistant", "content": "perfect !"}]
+            {"role": "user", "content": "keep it short ."}, {"role": "assistant", "content": "perfect !"}]
     b = tw.world_batch([conv], wtok)
     kept = [wtok.convert_ids_to_tokens(int(i)) for i, l in zip(b["input_ids"][0], b["labels"][0]) if l != -100]
     assert kept == ["note", "that", "tea", "are", "warm", ".", "<|im_end|>", "perfect", "!", "<|im_end|>"]
@@ -129,7 +129,7 @@ def test_world_model_reads_hindsight(world):
     model, tok = world
     x = [{"role": "user", "content": "tell me about tea ."}]
     y = _resp(praise=True)
-    rel = tw.world_signal(model, tok, [Interaction(x, y, "skip the flattery and get to the point .")])[0]
+    rel = tw.world_signal(model, tok, [Interaction(x, y, "skip the praise .")])[0]
     unr = tw.world_signal(model, tok, [Interaction(x, y, "any tips on chess ?")])[0]
     assert rel["tokens"][0] in ("great", "good", "perfect")
     assert rel["A"][0] < -1.0 and abs(unr["A"][0]) < 0.3
@@ -146,7 +146,7 @@ def test_kl_anchor_needs_base(world):
 def test_hindsight_loss_matches_hand_computation(world):
     "The trainer's sampled-token loss equals -(1/|y|) sum_i A_i log p_student(y_i), computed here from two plain forward passes."
     model, tok = world
-    it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "too many emojis , drop them .")
+    it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "no emojis please .")
     loss, _ = tw.hindsight_loss(model, tok, [it], tw.OnlineConfig(kl_anchor=0.0))   # the paper's loss
 
     def logps(text):
@@ -167,7 +167,7 @@ def test_kl_anchor_adds_beta_times_kl_to_the_base(world):
     "Anchored loss = paper loss + beta * KL(student || base); the KL is zero against an identical base and positive against another."
     import copy
     model, tok = world
-    its = [Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(praise=True), "no need to praise my question ."),
+    its = [Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(praise=True), "skip the praise ."),
            Interaction([{"role": "user", "content": "any tips on chess ?"}], _resp(long=True), "perfect , thanks .")]
     paper, _ = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=0.0))
     same, st_same = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=2.0), base=copy.deepcopy(model))
