@@ -18,7 +18,7 @@ import hindsight_ref
 from .models import cache_dir, _file_lock, quiet_loading
 from .data import Interaction
 from .contexts import TEMPLATES, get_template, encode_interactions, collate
-from .signal import completion_logprobs, completion_hidden
+from .signal import completion_hidden, score_batch, _pass
 from .losses import sampled_token_loss, distill_loss, masked_advantage
 
 # %% auto #0
@@ -333,29 +333,24 @@ def plain_rates(model, tok, n: int = 256, seed: int = 0, topics=None) -> dict:
     "Attribute rates of sampled answers to plain requests."
     return style_rates(sample_completions(model, tok, [[{"role": "user", "content": r.text}] for r in prompts(n, seed, topics)], seed=seed))
 
+def _follow_rates(model, tok, cases: list[tuple], seed: int) -> dict:
+    "`cases`: (key, attribute, wanted value, context). Per key, the fraction of sampled answers whose attribute has the wanted value."
+    ys = sample_completions(model, tok, [c[3] for c in cases], seed=seed)
+    out = {}
+    for (key, a, v, _), y in zip(cases, ys): out.setdefault(key, []).append(parse_style(y)[a] == v)
+    return {k: sum(x) / len(x) for k, x in out.items()}
+
 def compliance(model, tok, n: int = 64, seed: int = 0, topics=None) -> dict:
     "For each (attribute, value): the fraction of sampled answers that follow that preference stated in the request."
-    rng = random.Random(seed); reqs = prompts(n, seed, topics); xs, keys = [], []
-    for a in ATTRS:
-        for v in (False, True):
-            for r in reqs:
-                xs.append([{"role": "user", "content": r.text + " " + preference_text({a: v}, rng)}]); keys.append((a, v))
-    ys = sample_completions(model, tok, xs, seed=seed + 1)
-    out = {}
-    for (a, v), y in zip(keys, ys): out.setdefault((a, v), []).append(parse_style(y)[a] == v)
-    return {k: sum(v) / len(v) for k, v in out.items()}
+    rng, reqs = random.Random(seed), prompts(n, seed, topics)
+    return _follow_rates(model, tok, [((a, v), a, v, [{"role": "user", "content": r.text + " " + preference_text({a: v}, rng)}])
+                                      for a in ATTRS for v in (False, True) for r in reqs], seed + 1)
 
 def hindsight_compliance(model, tok, n: int = 64, seed: int = 0, topics=None, template="paper") -> dict:
     "For each complaint phrase: the fraction of answers that follow it when it is the quoted future message (the teacher's context)."
-    reqs, xs, keys = prompts(n, seed, topics), [], []
-    for (a, v), phrases in COMPLAINTS.items():
-        for ph in phrases:
-            for r in reqs:
-                xs.append([{"role": "user", "content": r.text + get_template(template).hindsight_block(ph)}]); keys.append((a, v, ph))
-    ys = sample_completions(model, tok, xs, seed=seed + 1)
-    out = {}
-    for (a, v, ph), y in zip(keys, ys): out.setdefault((a, v, ph), []).append(parse_style(y)[a] == v)
-    return {k: sum(x) / len(x) for k, x in out.items()}
+    reqs, t = prompts(n, seed, topics), get_template(template)
+    return _follow_rates(model, tok, [((a, v, ph), a, v, [{"role": "user", "content": r.text + t.hindsight_block(ph)}])
+                                      for (a, v), phrases in COMPLAINTS.items() for ph in phrases for r in reqs], seed + 1)
 
 # %% ../nbs/07_toyworld.ipynb #f67b5e7f
 @dataclass(frozen=True)
@@ -453,10 +448,9 @@ def make_interactions(xs: list[list[dict]], ys: list[str], user) -> list[Interac
     return [Interaction(x=x, y=y, o=user(x, y)) for x, y in zip(xs, ys)]
 
 def _logps(model, batch, side, grad=False):
-    ctx = contextlib.nullcontext() if grad else torch.no_grad()
-    with ctx:
-        return completion_logprobs(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch["completion_ids"],
-                                   int(batch[f"{side}_context_len"]), position_ids=batch[f"{side}_position_ids"])
+    "log p of the completion tokens under the `side` (student/teacher) context: `hindsight_ref.signal`'s pass, with or without grad."
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        return _pass(model, batch, side, chunk_size=256)
 
 @torch.no_grad()
 def world_signal(model, tok, its: list[Interaction], template="paper", batch_size: int = 128) -> list[dict]:
@@ -465,8 +459,7 @@ def world_signal(model, tok, its: list[Interaction], template="paper", batch_siz
     for i in range(0, len(its), batch_size):
         chunk = its[i:i + batch_size]
         b = collate(encode_interactions(tok, chunk, template=template), tok.pad_token_id)
-        ls, lt = _logps(model, b, "student"), _logps(model, b, "teacher")
-        A = masked_advantage(lt, ls, b["token_mask"])
+        A = score_batch(model, b)["advantage"]
         for j, it in enumerate(chunk):
             m = b["token_mask"][j]
             out.append(dict(interaction=it, tokens=tok.convert_ids_to_tokens(b["completion_ids"][j][m].tolist()),
