@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 from .data import Interaction, fixture_interactions, interactions_from_conversation
 from .contexts import (encode_interaction, encode_interactions, collate, get_template, render_chat,
                                     tokenize_text, end_of_turn_id)
-from .signal import completion_logprobs, completion_hidden, selective_logprobs
+from .signal import completion_logprobs, completion_hidden, selective_logprobs, eval_mode, _to, _model_device
 from .losses import sampled_token_loss, masked_advantage, chunked_distill_loss, ema_update_, AllMaskedError
 
 # %% auto #0
@@ -262,19 +262,18 @@ def evaluate_hindsight_kl(model, encs: list, pad_token_id: int, batch_size: int 
                           ignore_first_k: int = 0) -> float:
     "Mean over interactions of the per-token full-vocabulary KL(student || hindsight teacher) along y (Eq. 4)."
     if not encs: raise ValueError("evaluate_hindsight_kl got no encoded interactions.")
-    was = model.training; model.eval()
-    dev = next(model.parameters()).device
+    dev = _model_device(model)
     vals = []
-    for i in range(0, len(encs), batch_size):
-        b = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in collate(encs[i:i + batch_size], pad_token_id, ignore_first_k).items()}
-        T = b["completion_ids"].shape[1]
-        h_s = completion_hidden(model, b["student_input_ids"], b["student_attention_mask"], b["student_context_len"], T)
-        h_t = completion_hidden(model, b["teacher_input_ids"], b["teacher_attention_mask"], b["teacher_context_len"], T)
-        m = b["completion_mask"]
-        per = chunked_distill_loss(h_s, h_t, model.get_output_embeddings(), m, chunk_size=chunk_size, reduction="none",
-                                   softcap=getattr(model.config, "final_logit_softcapping", None))
-        vals += per[m.sum(-1) > 0].tolist()
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(encs), batch_size):
+            b = _to(collate(encs[i:i + batch_size], pad_token_id, ignore_first_k), dev)
+            T = b["completion_ids"].shape[1]
+            h_s = completion_hidden(model, b["student_input_ids"], b["student_attention_mask"], b["student_context_len"], T)
+            h_t = completion_hidden(model, b["teacher_input_ids"], b["teacher_attention_mask"], b["teacher_context_len"], T)
+            m = b["completion_mask"]
+            per = chunked_distill_loss(h_s, h_t, model.get_output_embeddings(), m, chunk_size=chunk_size, reduction="none",
+                                       softcap=getattr(model.config, "final_logit_softcapping", None))
+            vals += per[m.sum(-1) > 0].tolist()
     return float(np.mean(vals))
 
 # %% ../nbs/06_train.ipynb #347e881b
@@ -465,7 +464,7 @@ class HindsightTrainer:
     def train(self, stop_after: int | None = None) -> list[dict]:
         "Train until `total_steps` (or `stop_after` more steps, as if interrupted there); returns the metrics of this call."
         c = self.cfg
-        start, done = self.step, []
+        done = []
         target = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress, desc=f"{c.mode} hindsight")
         while self.step < target:
@@ -564,15 +563,13 @@ def sample_completions(model, tok, xs: list[list[dict]], template="paper", max_c
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot
     ctxs = [tokenize_text(tok, render_chat(tok, t.student_messages(x)))[-max_context_tokens:] for x in xs]
     L = max(map(len, ctxs))
-    dev = next(model.parameters()).device
+    dev = _model_device(model)
     ids = torch.full((len(ctxs), L), pad, dtype=torch.long); am = torch.zeros_like(ids)
     for b, c in enumerate(ctxs): ids[b, L - len(c):] = torch.tensor(c); am[b, L - len(c):] = 1
-    was = model.training; model.eval()
-    try:
-        gen_kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    gen_kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    with eval_mode(model):
         out = model.generate(input_ids=ids.to(dev), attention_mask=am.to(dev), max_new_tokens=max_new_tokens, pad_token_id=pad,
                              eos_token_id=eot, use_cache=True, **gen_kw)
-    finally: model.train(was)
     comps = []
     for row in out[:, L:].tolist():
         comps.append(row[:row.index(eot) + 1] if eot in row else row)
