@@ -41,7 +41,7 @@ def naive_score(model, b):
                                            b["teacher_context_len"], b["teacher_position_ids"]).clone()
         ls = naive_completion_logprobs(model, b["student_input_ids"], b["student_attention_mask"], b["completion_ids"],
                                        b["student_context_len"], b["student_position_ids"])
-    m = b["token_mask"]
+    m = b["completion_mask"]
     return {"logp_student": ls * m, "logp_teacher": lt * m, "advantage": (lt - ls.detach()) * m}
 
 
@@ -73,7 +73,7 @@ def main():
     its = fixture_interactions()
     if a.n: its = its[:a.n]
     bs = batches(tok, its, a.template, a.batch_size)
-    n_comp = sum(int(b["token_mask"].sum()) for b in bs)
+    n_comp = sum(int(b["completion_mask"].sum()) for b in bs)
     n_all = sum(int(b["student_attention_mask"].sum() + b["teacher_attention_mask"].sum()) for b in bs)
     n_cols = sum(b["student_input_ids"].numel() + b["teacher_input_ids"].numel() for b in bs)
     V = model.config.vocab_size

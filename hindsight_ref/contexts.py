@@ -312,8 +312,8 @@ def collate(batch: list[EncodedInteraction], pad_token_id: int, ignore_first_k: 
             ids[b, L:L + len(c)] = torch.tensor(c); att[b, L:L + len(c)] = 1
         out[f"{side}_input_ids"], out[f"{side}_attention_mask"] = ids, att
         out[f"{side}_position_ids"] = (att.cumsum(-1) - 1).clamp(min=0)
-    out["completion_ids"], out["token_mask"] = comp, tmask
-    out["completion_mask"] = tmask & (torch.arange(T) >= ignore_first_k)[None, :]
+    out["completion_ids"], out["completion_mask"] = comp, tmask
+    out["loss_mask"] = tmask & (torch.arange(T) >= ignore_first_k)[None, :]
     out["student_context_len"], out["teacher_context_len"] = Ls, Lt
     return out
 

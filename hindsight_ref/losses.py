@@ -27,7 +27,7 @@ def check_mask(mask: torch.Tensor, what: str = "this batch") -> torch.Tensor:
     mask = mask.bool()
     if not mask.any():
         raise AllMaskedError(
-            f"Every completion token in {what} is masked out (completion_mask is all False), so there is no loss. "
+            f"Every completion token in {what} is masked out (loss_mask is all False), so there is no loss. "
             f"Usual causes: ignore_first_k is at least as long as every completion, or the completions are empty. "
             f"Fix: lower ignore_first_k, or drop interactions whose completion has no more than ignore_first_k tokens.")
     return mask

@@ -14,8 +14,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'quiet_loading', 'embedded_path',
-           'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'tiny_model']
+__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock', 'quiet_loading',
+           'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device', 'load_model',
+           'tiny_model']
 
 # %% ../nbs/00_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -57,7 +58,7 @@ def _package_dir(spec: EmbeddedModel, alias: str) -> Path:
     return d
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
     "An exclusive lock, so that parallel notebooks convert the embedded model once, not twice."
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
@@ -88,7 +89,7 @@ def embedded_path(alias: str = DEFAULT_MODEL, what: str = "model", verbose: bool
     spec = EMBEDDED[alias]
     out = cache_dir() / (alias if what == "model" else f"{alias}-tokenizer")
     if (out / ".complete").exists(): return out
-    with _file_lock(cache_dir() / f".{alias}-{what}.lock"):
+    with file_lock(cache_dir() / f".{alias}-{what}.lock"):
         if (out / ".complete").exists(): return out  # another process finished while we waited
         src = _package_dir(spec, alias)
         t0 = time.time()

@@ -14,8 +14,8 @@ from torch.utils.checkpoint import checkpoint
 
 # %% auto #0
 __all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'hindsight_kl', 'naive_completion_logprobs', 'eval_mode',
-           'completion_hidden', 'selective_logprobs', 'completion_logprobs', 'score_batch', 'Signal', 'token_strings',
-           'hindsight_signal', 'unrelated_control']
+           'completion_hidden', 'selective_logprobs', 'completion_logprobs', 'to_device', 'model_device',
+           'batch_logprobs', 'score_batch', 'Signal', 'token_strings', 'hindsight_signal', 'unrelated_control']
 
 # %% ../nbs/03_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
@@ -130,30 +130,33 @@ def completion_logprobs(model, input_ids, attention_mask, completion_ids, contex
     return selective_logprobs(_lm_head(model), h, completion_ids, attention_mask[:, L:].bool(), chunk_size, softcap)
 
 # %% ../nbs/03_signal.ipynb #d75bfe53
-def _to(batch: dict, device) -> dict:
+def to_device(batch: dict, device) -> dict:
+    "Every tensor of a collated batch moved to `device` (0-d tensors and plain values stay)."
     return {k: (v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
 
-def _model_device(model):
+def model_device(model):
+    "The device of the model's first parameter."
     return next(model.parameters()).device
 
-def _pass(model, batch, side, chunk_size):
+def batch_logprobs(model, batch, side, chunk_size: int = 256):
+    "`completion_logprobs` of a collated batch under the `side` context ('student': x, 'teacher': x with o)."
     L = int(batch[f"{side}_context_len"])
     return completion_logprobs(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch["completion_ids"],
                                L, chunk_size, batch.get(f"{side}_position_ids"))
 
 def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
-    "Student and teacher log-probs of a collated batch and A = teacher - student: [B, T] each, 0 outside `token_mask`."
+    "Student and teacher log-probs of a collated batch and A = teacher - student: [B, T] each, 0 outside `completion_mask`."
     need = {"student_input_ids", "student_attention_mask", "teacher_input_ids", "teacher_attention_mask", "completion_ids",
             "student_context_len", "teacher_context_len"}
     if missing := need - set(batch): raise KeyError(f"score_batch needs a batch from hindsight_ref.contexts.collate; missing {sorted(missing)}.")
-    batch = _to(batch, _model_device(model))
+    batch = to_device(batch, model_device(model))
     L = int(batch["student_context_len"])
-    mask = batch.get("token_mask")
+    mask = batch.get("completion_mask")
     mask = batch["student_attention_mask"][:, L:].bool() if mask is None else mask.bool()
     with eval_mode(model):
-        with torch.inference_mode(): lt = _pass(model, batch, "teacher", chunk_size)
+        with torch.inference_mode(): lt = batch_logprobs(model, batch, "teacher", chunk_size)
         lt = lt.clone()                                           # an ordinary tensor, usable next to autograd ones
-        ls = _pass(model, batch, "student", chunk_size)
+        ls = batch_logprobs(model, batch, "student", chunk_size)
     return {"logp_student": ls * mask, "logp_teacher": lt * mask, "advantage": token_advantage(lt, ls) * mask}
 
 # %% ../nbs/03_signal.ipynb #60a0478a
@@ -257,15 +260,15 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
                 raise ValueError(f"student[{i}] was scored on a different x or y than interactions[{i}]; its student "
                                  f"log-probs cannot be reused. Pass Signals of the same interactions, in the same order.")
     order = sorted(range(len(encs)), key=lambda i: -(len(encs[i].teacher_ids) + len(encs[i].student_ids)))  # less padding
-    head, dev = _lm_head(model), _model_device(model)
+    head, dev = _lm_head(model), model_device(model)
     softcap = getattr(model.config, "final_logit_softcapping", None)
     out: list = [None] * len(encs)
     bar = tqdm(total=len(encs), desc=f"hindsight signal ({tpl.name})", disable=not progress, leave=False)
     with eval_mode(model), torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            b = _to(collate([encs[i] for i in idx], pad_token_id=tokenizer.pad_token_id), dev)
-            T, mask = b["completion_ids"].shape[1], b["token_mask"]
+            b = to_device(collate([encs[i] for i in idx], pad_token_id=tokenizer.pad_token_id), dev)
+            T, mask = b["completion_ids"].shape[1], b["completion_mask"]
             sides = ("teacher",) if student is not None else ("student", "teacher")
             h = {side: completion_hidden(model, b[f"{side}_input_ids"], b[f"{side}_attention_mask"], b[f"{side}_context_len"],
                                          T, b.get(f"{side}_position_ids")) for side in sides}

@@ -83,8 +83,8 @@ def test_property_encoding(toks, it, which, template, k):
         expect = torch.zeros_like(att); expect[L - len(ctx):L + n] = 1
         assert torch.equal(att, expect)
     n = len(e.completion_ids)
-    assert b["token_mask"][0].tolist() == [True] * n + [False] * (b["completion_ids"].shape[1] - n)
-    assert b["completion_mask"][0].tolist() == [j >= k for j in range(n)] + [False] * (b["completion_ids"].shape[1] - n)
+    assert b["completion_mask"][0].tolist() == [True] * n + [False] * (b["completion_ids"].shape[1] - n)
+    assert b["loss_mask"][0].tolist() == [j >= k for j in range(n)] + [False] * (b["completion_ids"].shape[1] - n)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,10 +210,10 @@ def test_collate_errors_and_toy_layout():
     assert b["teacher_input_ids"].tolist() == [[5, 6, 7, 8, 21, 22, 23], [0, 0, 9, 7, 31, 0, 0]]
     assert b["teacher_attention_mask"].tolist() == [[1] * 7, [0, 0, 1, 1, 1, 0, 0]]
     assert b["completion_ids"].tolist() == [[21, 22, 23], [31, 0, 0]]
-    assert b["token_mask"].tolist() == [[True, True, True], [True, False, False]]
-    assert b["completion_mask"].tolist() == [[False, True, True], [False, False, False]]
+    assert b["completion_mask"].tolist() == [[True, True, True], [True, False, False]]
+    assert b["loss_mask"].tolist() == [[False, True, True], [False, False, False]]
     assert (b["student_context_len"], b["teacher_context_len"]) == (2, 4)
-    assert b["completion_mask"].dtype == torch.bool and b["student_input_ids"].dtype == torch.long
+    assert b["loss_mask"].dtype == torch.bool and b["student_input_ids"].dtype == torch.long
 
 
 # ---- the layout on a real model --------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def test_sampled_token_loss_chunked_equals_naive(batch_and_model):
     b, model = batch_and_model
     T = b["completion_ids"].shape[1]
     S = (b["student_input_ids"], b["student_attention_mask"]); Tt = (b["teacher_input_ids"], b["teacher_attention_mask"])
-    Ls, Lt, m = b["student_context_len"], b["teacher_context_len"], b["completion_mask"]
+    Ls, Lt, m = b["student_context_len"], b["teacher_context_len"], b["loss_mask"]
     model.zero_grad()
     with torch.no_grad():
         lt = _naive_logp_full(model, *Tt, Lt, T).gather(-1, b["completion_ids"][..., None])[..., 0]
@@ -233,7 +233,7 @@ def test_chunked_distill_equals_naive(batch_and_model, kw):
     b, model = batch_and_model
     T = b["completion_ids"].shape[1]
     S = (b["student_input_ids"], b["student_attention_mask"]); Tt = (b["teacher_input_ids"], b["teacher_attention_mask"])
-    Ls, Lt, m = b["student_context_len"], b["teacher_context_len"], b["completion_mask"]
+    Ls, Lt, m = b["student_context_len"], b["teacher_context_len"], b["loss_mask"]
     # sharpen the output so the distributions are far from uniform and the gradients are not tiny
     head = lambda h: 20.0 * model.get_output_embeddings()(h)
     model.zero_grad()
@@ -261,7 +261,7 @@ def test_chunked_reductions_match(batch_and_model):
         h_s = completion_hidden(model, b["student_input_ids"], b["student_attention_mask"], b["student_context_len"], T)
         h_t = completion_hidden(model, b["teacher_input_ids"], b["teacher_attention_mask"], b["teacher_context_len"], T)
         head = model.get_output_embeddings()
-        per = chunked_distill_loss(h_s, h_t, head, b["completion_mask"], reduction="none")
-        mean = chunked_distill_loss(h_s, h_t, head, b["completion_mask"])
-        naive = distill_loss(head(h_s), head(h_t), b["completion_mask"], reduction="none")
+        per = chunked_distill_loss(h_s, h_t, head, b["loss_mask"], reduction="none")
+        mean = chunked_distill_loss(h_s, h_t, head, b["loss_mask"])
+        naive = distill_loss(head(h_s), head(h_t), b["loss_mask"], reduction="none")
     assert torch.allclose(per, naive, atol=1e-6) and mean.item() == pytest.approx(per.mean().item(), abs=1e-7)

@@ -192,7 +192,7 @@ def test_score_batch_grads_masks_and_reference(tiny, batch):
     encs, b = batch
     out = score_batch(model, b)
     assert out["logp_student"].requires_grad and not out["logp_teacher"].requires_grad and not out["advantage"].requires_grad
-    for k in out: assert (out[k][~b["token_mask"]] == 0).all()
+    for k in out: assert (out[k][~b["completion_mask"]] == 0).all()
     for k, e in enumerate(encs):
         n = len(e.completion_ids)
         ref = reference_logprobs(model, e.teacher_context_ids, e.completion_ids) - reference_logprobs(model, e.student_context_ids, e.completion_ids)
