@@ -52,12 +52,19 @@ def own_doc(obj):
     return inspect.cleandoc(doc) if doc and doc.strip() else None
 
 
-def signature(obj, name):
-    "`name(params)` as show_doc writes it, one parameter a line when it would run past 100 characters."
+class _Bare(str):
+    "An annotation kept as text (modules use `from __future__ import annotations`), shown without quotes."
+    def __repr__(self): return str(self)
+
+
+def signature(obj, name, method=False):
+    "`name(params)` as show_doc writes it (no self, no `-> None` on classes), a parameter a line past 100 characters."
     try: sig = inspect.signature(obj)
     except (TypeError, ValueError): return f"{name}(...)"
-    params = [str(p) for p in sig.parameters.values()]
-    ret = "" if sig.return_annotation is inspect.Signature.empty else f" -> {inspect.formatannotation(sig.return_annotation)}"
+    bare = lambda a: _Bare(a) if isinstance(a, str) else a
+    params = [str(p.replace(annotation=bare(p.annotation))) for p in list(sig.parameters.values())[1 if method else 0:]]
+    ret = sig.return_annotation
+    ret = "" if ret is inspect.Signature.empty or inspect.isclass(obj) else f" -> {inspect.formatannotation(bare(ret))}"
     one = f"{name}({', '.join(params)}){ret}"
     return one if len(one) <= 100 else f"{name}(\n    " + ",\n    ".join(params) + f"\n){ret}"
 
@@ -66,7 +73,9 @@ def param_table(obj):
     "show_doc's table (type, default, details) when some parameter carries a docment comment, else {}."
     try: d = docments(obj, full=True)
     except Exception: return {}  # builtins and C extensions have no source to read comments from
-    return d if any(v.get("docment") for v in d.values()) else {}
+    if not any(v.get("docment") for v in d.values()): return {}
+    if not d.get("return", {}).get("docment"): d.pop("return", None)
+    return {k: v for k, v in d.items() if k not in ("self", "cls")}
 
 
 def members(cls, qualname):
@@ -77,7 +86,8 @@ def members(cls, qualname):
         if isinstance(v, property): out.append(Entry(f"{qualname}.{k}", "property", k, own_doc(v)))
         elif isinstance(v, (staticmethod, classmethod)) or inspect.isfunction(v):
             f = v.__func__ if isinstance(v, (staticmethod, classmethod)) else v
-            out.append(Entry(f"{qualname}.{k}", "method", signature(f, k), own_doc(f), param_table(f)))
+            out.append(Entry(f"{qualname}.{k}", "method", signature(f, k, method=not isinstance(v, staticmethod)),
+                             own_doc(f), param_table(f)))
     return out
 
 
