@@ -60,7 +60,7 @@ def api_box(mods):
     return "".join(parts)
 
 
-def notebook_body(f, nb, page, mods):
+def notebook_body(nb, page, mods):
     "The page body for one notebook: title, link to its API entries, then every visible cell."
     title, subtitle, rest = title_of(nb)
     body = [f'<h1 class="title">{html.escape(page.title)}</h1>']
@@ -99,6 +99,40 @@ def api_body(page, mods, pages, label):
     return "\n".join(body)
 
 
+def write_pages(site, nbs, titles, mods):
+    "Write one page per notebook and api.html; returns ({stem: Page}, the API Page)."
+    label = {s: " ".join(filter(None, [number_of(s), titles[s] or s])) for s in nbs}
+    nav = [(f"{page_name(s)}.html", number_of(s), titles[s] or s) for s in nbs] + [("api.html", "", "API reference")]
+    site_title = cfg.get("title", cfg["lib_name"])
+    pages = {}
+    for stem, nb in nbs.items():
+        page = pages[stem] = Page(stem, titles[stem] or stem, site)
+        body = notebook_body(nb, page, [m for m in mods if m.notebook == stem])
+        source = f'Built from <a href="{site.git_url}/blob/{site.branch}/nbs/{stem}.ipynb">nbs/{stem}.ipynb</a>.'
+        (site.out / page.file).write_text(page_html(page.title, site_title, body, nav_html(nav, page.file),
+                                                    toc_html(page.headings), source))
+    api = Page("api", "API reference", site)
+    body = api_body(api, mods, pages, label)
+    (site.out / api.file).write_text(page_html(api.title, site_title, body, nav_html(nav, api.file),
+                                               toc_html(api.headings, (2,)), "Built from the package's modules by tools/apiref.py."))
+    assets = root / "docs" / "assets"
+    (site.out / "site.css").write_text((assets / "site.css").read_text() + "\n" + pygments_css() + "\n")
+    shutil.copy(assets / "colab-badge.svg", site.out / "colab-badge.svg")
+    return pages, api
+
+
+def hidden_code_shown(nbs, pages, out):
+    "Problems: code of a `#| hide`, `#| include: false` or `#| echo: false` cell that made it onto its page."
+    problems = []
+    for stem, nb in nbs.items():
+        shown = pre_text(out / pages[stem].file)
+        for c in nb["cells"]:
+            d, code = split_directives("".join(c["source"])) if c["cell_type"] == "code" else ({}, "")
+            if code and (hidden(d) or d.get("echo") == "false") and code in shown:
+                problems.append(f"{pages[stem].file}: code of a cell marked hidden or echo: false is shown: {code[:60]!r}")
+    return problems
+
+
 def build(out):
     "Write the site into `out`; returns (problems, figures)."
     files = sorted((root / cfg.get("nbs_path", "nbs")).glob("*.ipynb"), key=lambda f: (f.stem != "index", f.stem))
@@ -106,44 +140,20 @@ def build(out):
     site.out.mkdir(parents=True, exist_ok=True)
     for old in [*site.out.glob("*.html"), *site.out.glob("figures/*")]: old.unlink()  # only what a build writes
     nbs = {f.stem: json.loads(f.read_text()) for f in files}
-    titles = {}
-    for stem, nb in nbs.items():
-        titles[stem] = title_of(nb)[0]
-        if not titles[stem]: problems.append(f"{stem}.ipynb: the first Markdown cell must start with '# Title'")
-    mods = sorted(apiref.modules(root, cfg["lib_path"]), key=lambda m: list(nbs).index(m.notebook) if m.notebook in nbs else len(nbs))
-    for m in mods:
-        if m.notebook not in nbs: problems.append(f"{m.name}: its header names no notebook in nbs/ ({m.notebook})")
-    mods = [m for m in mods if m.notebook in nbs]
-    label = {s: " ".join(filter(None, [number_of(s), titles[s] or s])) for s in nbs}
-    nav = [(f"{page_name(s)}.html", number_of(s), titles[s] or s) for s in nbs] + [("api.html", "", "API reference")]
-    site_title = cfg.get("title", cfg["lib_name"])
+    titles = {stem: title_of(nb)[0] for stem, nb in nbs.items()}
+    problems += [f"{s}.ipynb: the first Markdown cell must start with '# Title'" for s, t in titles.items() if not t]
+    names = [page_name(s) for s in nbs] + ["api"]
+    problems += [f"{s}.ipynb: its page {page_name(s)}.html is also another page's" for s in nbs if names.count(page_name(s)) > 1]
+    mods = apiref.modules(root, cfg["lib_path"])
+    problems += [f"{m.name}: its header names no notebook in nbs/ ({m.notebook})" for m in mods if m.notebook not in nbs]
+    mods = sorted((m for m in mods if m.notebook in nbs), key=lambda m: list(nbs).index(m.notebook))
 
-    pages = {}
-    for f in files:
-        page = pages[f.stem] = Page(f.stem, titles[f.stem] or f.stem, site)
-        body = notebook_body(f, nbs[f.stem], page, [m for m in mods if m.notebook == f.stem])
-        source = f'Built from <a href="{site.git_url}/blob/{site.branch}/nbs/{f.name}">nbs/{f.name}</a>.'
-        (site.out / page.file).write_text(page_html(page.title, site_title, body, nav_html(nav, page.file), toc_html(page.headings), source))
-    api = Page("api", "API reference", site)
-    body = api_body(api, mods, pages, label)
-    (site.out / api.file).write_text(page_html(api.title, site_title, body, nav_html(nav, api.file), toc_html(api.headings, (2,)),
-                                               "Built from the package's modules by tools/apiref.py."))
-    assets = root / "docs" / "assets"
-    (site.out / "site.css").write_text((assets / "site.css").read_text() + "\n" + pygments_css() + "\n")
-    shutil.copy(assets / "colab-badge.svg", site.out / "colab-badge.svg")
-
+    pages, api = write_pages(site, nbs, titles, mods)
     for p in [*pages.values(), api]: problems += [f"{p.file}: {x}" for x in p.problems]
-    problems += apiref.undocumented(mods)
-    for stem, nb in nbs.items():  # the code of hidden cells must not reach the page
-        shown = pre_text(site.out / pages[stem].file)
-        for c in nb["cells"]:
-            d, code = split_directives("".join(c["source"])) if c["cell_type"] == "code" else ({}, "")
-            if code and (hidden(d) or d.get("echo") == "false") and code in shown:
-                problems.append(f"{pages[stem].file}: code of a cell marked hidden or echo: false is shown: {code[:60]!r}")
-    want = {p.file: p.title for p in [*pages.values(), api]}
-    site_problems, figures = check_site(site.out, want)
+    problems += apiref.undocumented(mods) + hidden_code_shown(nbs, pages, site.out)
+    site_problems, figures = check_site(site.out, {p.file: p.title for p in [*pages.values(), api]})
     figures.update(api_entries=sum(1 + len(e.members) for m in mods for e in m.entries), modules=len(mods),
-                   images=len(list((site.out / "figures").glob("*"))) if (site.out / "figures").exists() else 0)
+                   images=len(list(site.out.glob("figures/*"))))
     return problems + site_problems, figures
 
 

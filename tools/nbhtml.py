@@ -168,7 +168,9 @@ def cell_html(cell, page, ids=()):
     code = ""
     if cell.echo and cell.source:
         code = code_html(cell.source)
-        if cell.fold: code = f'<details class="fold"{" open" if cell.directives.get("code-fold") == "show" else ""}><summary>Code</summary>{code}</details>'
+        if cell.fold:
+            state = " open" if cell.directives.get("code-fold") == "show" else ""
+            code = f'<details class="fold"{state}><summary>Code</summary>{code}</details>'
     out = outputs_html(cell.outputs, page) if cell.show_outputs else ""
     if not (code or out): return anchors
     return f'<div class="cell code">{anchors}{code}{f"<div class=outputs>{out}</div>" if out else ""}</div>\n'
