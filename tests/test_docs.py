@@ -99,18 +99,21 @@ def test_site_check_finds_each_problem(tmp_path):
 def test_api_docstrings_and_signatures():
     class Base:
         "Documented base."
+        def stop(self):
+            "Stop."
     class Child(Base):  # inherits a docstring but has none of its own
         def run(self, n: int = 3):
             "Run n times."
-        def stop(self): pass
+        def stop(self): pass  # an override: the base's docstring documents it
+        def go(self): pass
     from dataclasses import dataclass
     @dataclass
     class Point:
         x: int
     assert apiref.own_doc(Child) is None and apiref.own_doc(Point) is None and apiref.own_doc(Base) == "Documented base."
-    assert [m.name for m in apiref.members(Child, "m.Child")] == ["run", "stop"]
+    assert [(m.name, m.doc) for m in apiref.members(Child, "m.Child")] == [("run", "Run n times."), ("stop", "Stop."), ("go", None)]
     mod = apiref.Module("m", "00_a", "", [apiref.Entry("m.Child", "class", "Child()", None, members=apiref.members(Child, "m.Child"))])
-    assert apiref.undocumented([mod]) == ["00_a.ipynb: m.Child (class) has no docstring", "00_a.ipynb: m.Child.stop (method) has no docstring"]
+    assert apiref.undocumented([mod]) == ["00_a.ipynb: m.Child (class) has no docstring", "00_a.ipynb: m.Child.go (method) has no docstring"]
     assert apiref.signature(Child.run, "run", method=True) == "run(n: int = 3)"
     def f(x: "torch.Tensor", k: "int" = 2) -> "dict": pass  # annotations as `from __future__ import annotations` leaves them
     assert apiref.signature(f, "f") == "f(x: torch.Tensor, k: int = 2) -> dict" and apiref.signature(Point, "Point") == "Point(x: int)"

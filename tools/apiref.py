@@ -78,16 +78,27 @@ def param_table(obj):
     return {k: v for k, v in d.items() if k not in ("self", "cls")}
 
 
+def _func(v):
+    "The function behind a class attribute (staticmethod, classmethod, property), or None."
+    if isinstance(v, property): return v.fget
+    if isinstance(v, (staticmethod, classmethod)): return v.__func__
+    return v if inspect.isfunction(v) else None
+
+
+def base_doc(cls, k):
+    "The docstring a base class gives the attribute `k` (an override needs no copy of it), or None."
+    return next((own_doc(_func(b.__dict__[k])) for b in cls.__mro__[1:-1] if _func(b.__dict__.get(k))), None)
+
+
 def members(cls, qualname):
     "The public methods and properties a class defines itself (inherited ones are documented where they live)."
     out = []
     for k, v in cls.__dict__.items():
-        if k.startswith("_"): continue
-        if isinstance(v, property): out.append(Entry(f"{qualname}.{k}", "property", k, own_doc(v)))
-        elif isinstance(v, (staticmethod, classmethod)) or inspect.isfunction(v):
-            f = v.__func__ if isinstance(v, (staticmethod, classmethod)) else v
-            out.append(Entry(f"{qualname}.{k}", "method", signature(f, k, method=not isinstance(v, staticmethod)),
-                             own_doc(f), param_table(f)))
+        f = _func(v)
+        if k.startswith("_") or f is None: continue
+        doc = own_doc(v if isinstance(v, property) else f) or base_doc(cls, k)
+        if isinstance(v, property): out.append(Entry(f"{qualname}.{k}", "property", k, doc))
+        else: out.append(Entry(f"{qualname}.{k}", "method", signature(f, k, method=not isinstance(v, staticmethod)), doc, param_table(f)))
     return out
 
 
