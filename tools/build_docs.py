@@ -165,5 +165,6 @@ if __name__ == "__main__":
     problems, figures = build(args.out)
     print(f"docs: site written to {args.out}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in figures.items()))
     if problems:
-        print(f"docs problems ({len(problems)}):\n  " + "\n  ".join(problems))
+        note = "" if args.check else "; --check (and so make test) fails on them"
+        print(f"docs problems ({len(problems)}{note}):\n  " + "\n  ".join(problems))
         if args.check: sys.exit(1)
