@@ -4,22 +4,28 @@
 
 # %% ../nbs/01_interactions.ipynb #6f19b625
 from __future__ import annotations
-import json
+import json, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['ROLES', 'ROLE_MAP', 'CONVERSATION_KEYS', 'WILDCHAT_FILTERS', 'WILDFEEDBACK_FILTERS', 'NO_FILTERS', 'FIXTURE_FILE',
-           'Interaction', 'ConversationError', 'normalize_message', 'conversation_messages', 'normalize_messages',
+__all__ = ['ROLES', 'ROLE_MAP', 'CONVERSATION_KEYS', 'RECORD_META_KEYS', 'WILDCHAT_FILTERS', 'WILDFEEDBACK_FILTERS', 'NO_FILTERS',
+           'FIXTURE_FILE', 'APPROVAL_FOLLOWUP', 'CONTROL_KINDS', 'ON_BAD_RECORD', 'ConversationError', 'Interaction',
+           'interaction_name', 'resolve_role_map', 'normalize_message', 'conversation_messages', 'normalize_messages',
            'validate_messages', 'interactions_from_conversation', 'FilterReport', 'Filters', 'clean_conversation',
-           'filter_interactions', 'fixture_path', 'load_fixture_conversations', 'fixture_interactions',
-           'control_interactions', 'load_wildchat', 'load_wildfeedback', 'to_prompt_completion',
-           'from_prompt_completion']
+           'filter_interactions', 'fixture_path', 'read_records', 'load_fixture_conversations', 'fixture_interactions',
+           'control_interactions', 'load_wildchat', 'load_wildfeedback', 'record_interactions', 'load_interactions',
+           'to_prompt_completion', 'from_prompt_completion']
 
 # %% ../nbs/01_interactions.ipynb #f622c963
 ROLES = ("system", "user", "assistant")
+
+class ConversationError(ValueError):
+    "A record cannot be turned into interactions; `reason` is a short key (as counted in a FilterReport)."
+    def __init__(self, reason: str, message: str):
+        super().__init__(message); self.reason = reason
 
 @dataclass
 class Interaction:
@@ -31,17 +37,23 @@ class Interaction:
 
     def __post_init__(self):
         if not isinstance(self.x, list) or not self.x:
-            raise ValueError("Interaction.x must be a non-empty list of chat messages {'role', 'content'}.")
+            raise ConversationError("bad_x", "Interaction.x must be a non-empty list of chat messages {'role', 'content'}.")
         for i, m in enumerate(self.x):
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise ValueError(f"Interaction.x[{i}] = {m!r} is not a chat message {{'role': one of {ROLES}, 'content': str}}.")
+                raise ConversationError("not_a_message", f"Interaction.x[{i}] = {str(m)[:80]} is not a chat message "
+                                        f"{{'role': one of {ROLES}, 'content': str}}.")
         if self.x[-1]["role"] != "user":
-            raise ValueError(f"Interaction.x must end with a user message (the prompt y answers); it ends with "
-                             f"'{self.x[-1]['role']}'.")
+            raise ConversationError("x_not_ending_in_user", f"Interaction.x must end with a user message (the prompt y "
+                                    f"answers); it ends with '{self.x[-1]['role']}'. Fix: x is the history before y, so "
+                                    f"drop what follows the user message y answers.")
         for name in ("y", "o"):
             v = getattr(self, name)
             if not isinstance(v, str) or not v.strip():
-                raise ValueError(f"Interaction.{name} must be a non-empty string, got {v!r}.")
+                raise ConversationError("empty_message" if isinstance(v, str) else "non_string_message",
+                                        f"Interaction.{name} must be a non-empty string, got {str(v)[:80]!r}. Fix: give "
+                                        f"the {'reply' if name == 'y' else 'follow-up'} as text, or remove the record.")
+        if not isinstance(self.meta, dict):
+            raise ConversationError("bad_meta", f"Interaction.meta must be a dict, got {type(self.meta).__name__}.")
 
     @property
     def prompt(self) -> str:
@@ -49,7 +61,7 @@ class Interaction:
         return self.x[-1]["content"]
 
     def with_followup(self, o: str, **meta) -> "Interaction":
-        "The same (x, y) with another follow-up, e.g. the unrelated control `meta['unrelated_followup']`."
+        "The same (x, y) with another follow-up, e.g. a control (see `control_interactions`)."
         return Interaction(x=[dict(m) for m in self.x], y=self.y, o=o, meta={**self.meta, **meta})
 
     def to_dict(self) -> dict: return {"x": [dict(m) for m in self.x], "y": self.y, "o": self.o, "meta": dict(self.meta)}
@@ -63,18 +75,33 @@ class Interaction:
         return (f"Interaction(x=[{len(self.x)} msgs, last: {short(self.prompt)!r}], y={short(self.y)!r}, "
                 f"o={short(self.o)!r})")
 
-# %% ../nbs/01_interactions.ipynb #dbcd3db0
-class ConversationError(ValueError):
-    "A conversation cannot be turned into interactions; `reason` is a short key (as counted in a FilterReport)."
-    def __init__(self, reason: str, message: str):
-        super().__init__(message); self.reason = reason
+def interaction_name(it: Interaction, index: int | None = None) -> str:
+    "Where an interaction comes from, for error messages: `FILE:LINE conversation#turnN` as far as `meta` knows it."
+    m = getattr(it, "meta", None) or {}
+    where = f"{m['file']}:{m['line']}" if m.get("file") and m.get("line") else ""
+    cid = m.get("conversation_id", m.get("conversation_hash"))
+    turn = f"#turn{m['turn']}" if m.get("turn") is not None else ""
+    name = " ".join(s for s in (where, f"{cid}{turn}" if cid is not None else "") if s)
+    return name or (f"interaction[{index}]" if index is not None else "interaction")
 
+# %% ../nbs/01_interactions.ipynb #dbcd3db0
 ROLE_MAP = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 CONVERSATION_KEYS = ("conversation", "conversations", "messages")
+RECORD_META_KEYS = ("conversation_id", "conversation_hash", "language", "tags", "unrelated_followup")  # copied into meta
+
+def resolve_role_map(role_map: dict | None = None) -> dict:
+    "`ROLE_MAP` with the entries of `role_map` added (keys case-insensitive; each value one of `ROLES`)."
+    if role_map is None: return ROLE_MAP
+    if not isinstance(role_map, dict):
+        raise ValueError(f"role_map must be a mapping {{role in the data: one of {ROLES}}}, e.g. {{'bot': 'assistant'}}; "
+                         f"got {type(role_map).__name__}.")
+    bad = {k: v for k, v in role_map.items() if v not in ROLES or not isinstance(k, str)}
+    if bad: raise ValueError(f"role_map maps {bad} outside the chat roles {ROLES}; map each role of your data to one of them.")
+    return {**ROLE_MAP, **{k.lower(): v for k, v in role_map.items()}}
 
 def normalize_message(m, i: int = 0, role_map: dict | None = None) -> dict:
     "`{'role','content'}` from a chat message or a `{'from','value'}` message; clear errors otherwise."
-    role_map = ROLE_MAP if role_map is None else role_map
+    roles = resolve_role_map(role_map)
     if not isinstance(m, dict):
         raise ConversationError("not_a_message", f"Message {i} is a {type(m).__name__}, not a dict with 'role'/'content' or 'from'/'value'.")
     if "role" in m: role, content = m["role"], m.get("content")
@@ -82,22 +109,27 @@ def normalize_message(m, i: int = 0, role_map: dict | None = None) -> dict:
     else:
         raise ConversationError("not_a_message", f"Message {i} has neither 'role'/'content' nor 'from'/'value' keys (keys: {sorted(m)}).")
     key = role.lower() if isinstance(role, str) else role
-    if key not in role_map:
-        raise ConversationError("unknown_role", f"Message {i} has unknown role {role!r}; known roles: {sorted(role_map)}. "
-                                f"Map it with role_map={{{role!r}: 'user'}} (or 'assistant'/'system'), or filter it out.")
+    if key not in roles:
+        raise ConversationError("unknown_role", f"Message {i} has unknown role {role!r} (known: {', '.join(sorted(roles))}). "
+                                f"Fix: map it to a chat role with role_map, e.g. role_map={{{str(role)!r}: 'user'}} "
+                                f"(in a config: `role_map: {{{role}: user}}`).")
     if not isinstance(content, str):
-        raise ConversationError("non_string_message", f"Message {i} ({role_map[key]}) has content of type {type(content).__name__}, "
-                                f"not str. Convert it to text first (multimodal or tool messages are not supported).")
-    return {"role": role_map[key], "content": content}
+        raise ConversationError("non_string_message", f"Message {i} ({roles[key]}) has content of type {type(content).__name__}, "
+                                f"not str. Fix: convert it to text first (multimodal or tool messages are not supported).")
+    return {"role": roles[key], "content": content}
 
 def conversation_messages(conv) -> list:
     "The raw message list of a record: a list itself, or the value of `conversation`/`conversations`/`messages`."
     if isinstance(conv, (list, tuple)): return list(conv)
     if isinstance(conv, dict):
         for k in CONVERSATION_KEYS:
-            if k in conv and conv[k] is not None: return list(conv[k])
-    raise ConversationError("not_a_conversation", f"Expected a list of messages or a dict with one of {CONVERSATION_KEYS}; "
-                            f"got {type(conv).__name__}" + (f" with keys {sorted(conv)}" if isinstance(conv, dict) else "") + ".")
+            if k in conv and conv[k] is not None:
+                if isinstance(conv[k], (list, tuple)): return list(conv[k])
+                raise ConversationError("not_a_conversation", f"The record's {k!r} is a {type(conv[k]).__name__}, not a "
+                                        f"list of messages.")
+    raise ConversationError("not_a_conversation", f"Expected a conversation (a list of messages or a dict with one of "
+                            f"{CONVERSATION_KEYS}) or an interaction {{x, y, o}}; got {type(conv).__name__}"
+                            + (f" with keys {sorted(conv)}" if isinstance(conv, dict) else "") + ".")
 
 def normalize_messages(conv, role_map: dict | None = None) -> list[dict]:
     "All messages of `conv` (either schema) as `{'role','content'}` dicts."
@@ -109,20 +141,23 @@ def validate_messages(msgs: list[dict], max_message_chars: int | None = None) ->
     if not msgs: raise ConversationError("empty_conversation", "The conversation has no messages.")
     for i, m in enumerate(msgs):
         if not m["content"].strip():
-            raise ConversationError("empty_message", f"Message {i} ({m['role']}) is empty or whitespace only. Drop empty "
-                                    f"messages first (the loaders' filters do, with drop_empty_messages=True, and count them).")
+            raise ConversationError("empty_message", f"Message {i} ({m['role']}) is empty or whitespace only. Fix: remove "
+                                    f"it from the data (filter_interactions with drop_empty_messages=True drops and counts "
+                                    f"empty messages).")
         if max_message_chars is not None and len(m["content"]) > max_message_chars:
             raise ConversationError("message_too_long", f"Message {i} ({m['role']}) has {len(m['content'])} characters, more than "
-                                    f"max_message_chars={max_message_chars}. Raise the limit or filter the conversation out.")
+                                    f"max_message_chars={max_message_chars}. Fix: raise max_message_chars or remove the "
+                                    f"conversation.")
         if m["role"] == "system" and i != 0:
-            raise ConversationError("system_not_first", f"Message {i} is a system message; only the first message may be one.")
+            raise ConversationError("system_not_first", f"Message {i} is a system message; only the first message may be "
+                                    f"one. Fix: move it to the front or merge it into the first system message.")
     body = msgs[1:] if msgs[0]["role"] == "system" else msgs
     for i in range(1, len(body)):
         if body[i]["role"] == body[i - 1]["role"]:
             j = i + (len(msgs) - len(body))
             raise ConversationError("consecutive_same_role", f"Messages {j-1} and {j} are both '{body[i]['role']}' messages; "
-                                    f"a conversation must alternate user and assistant. Merge or drop one of them "
-                                    f"(filters: consecutive_same_role='drop').")
+                                    f"a conversation must alternate user and assistant. Fix: merge or drop one of them "
+                                    f"(filter_interactions with Filters(consecutive_same_role='drop') drops and counts them).")
     return msgs
 
 def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None = None, role_map: dict | None = None,
@@ -135,7 +170,7 @@ def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None
     body = msgs[len(system):]
     base = dict(meta or {})
     if isinstance(conv, dict):
-        for k in ("conversation_id", "conversation_hash", "language", "tags", "unrelated_followup"):
+        for k in RECORD_META_KEYS:
             if k in conv and k not in base and conv[k] is not None: base[k] = conv[k]
     out = []
     for i in range(1, len(body) - 1):
@@ -149,39 +184,59 @@ def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None
     if not out:
         raise ConversationError("no_followup", f"The conversation ({len(msgs)} messages, roles "
                                 f"{[m['role'] for m in msgs][:8]}) yields no interaction: that needs an assistant message "
-                                f"followed by a user message (the follow-up o).")
+                                f"followed by a user message (the follow-up o). Fix: remove the record, or add the user's "
+                                f"reply to the last assistant message.")
     return out
 
 # %% ../nbs/01_interactions.ipynb #bb14d767
 @dataclass
 class FilterReport:
-    "What a filter pass did: conversations seen/kept, skipped conversations and dropped messages by reason, interactions made."
+    "What a pass over records did: seen/kept, skips by reason (with where), messages dropped, records shortened."
     name: str = "filter"
     seen: int = 0
     kept: int = 0
     interactions: int = 0
-    skipped: Counter = field(default_factory=Counter)           # conversations, by reason
+    skipped: Counter = field(default_factory=Counter)           # records (conversations, lines, interactions), by reason
     messages_dropped: Counter = field(default_factory=Counter)  # single messages removed from kept conversations, by reason
     stopped_early: str = ""
+    unit: str = "conversations"                                 # what `seen` counts
+    truncated: Counter = field(default_factory=Counter)         # kept records that were shortened, by what was cut
+    examples: dict = field(default_factory=dict)                # reason -> the first few places it occurred
 
     @property
     def n_skipped(self) -> int: return sum(self.skipped.values())
 
-    def skip(self, reason: str): self.skipped[reason] += 1
+    def skip(self, reason: str, where: str | None = None, keep: int = 3):
+        "Count one skipped record under `reason`; remember the first `keep` places (e.g. 'data.jsonl:12')."
+        self.skipped[reason] += 1
+        if where is not None and len(self.examples.setdefault(reason, [])) < keep: self.examples[reason].append(where)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "seen": self.seen, "kept": self.kept, "skipped": dict(self.skipped),
-                "messages_dropped": dict(self.messages_dropped), "interactions": self.interactions, "stopped_early": self.stopped_early}
+        return {"name": self.name, "unit": self.unit, "seen": self.seen, "kept": self.kept, "skipped": dict(self.skipped),
+                "messages_dropped": dict(self.messages_dropped), "truncated": dict(self.truncated),
+                "interactions": self.interactions, "stopped_early": self.stopped_early,
+                "examples": {k: list(v) for k, v in self.examples.items()}}
+
+    def summary(self) -> str:
+        "The report on one line."
+        s = f"{self.name}: {self.seen} {self.unit} seen, {self.kept} kept, {self.n_skipped} skipped"
+        if self.skipped: s += " (" + ", ".join(f"{r} {n}" for r, n in self.skipped.most_common()) + ")"
+        if self.truncated: s += "; shortened: " + ", ".join(f"{r} {n}" for r, n in self.truncated.most_common())
+        return s + f"; {self.interactions} interactions"
 
     def __str__(self):
-        lines = [f"{self.name}: {self.seen} conversations seen, {self.kept} kept, {self.n_skipped} skipped; "
+        lines = [f"{self.name}: {self.seen} {self.unit} seen, {self.kept} kept, {self.n_skipped} skipped; "
                  f"{self.interactions} interactions"]
         if self.skipped:
-            lines.append("  skipped conversations:")
-            lines += [f"    {r:<28}{n:>8}" for r, n in self.skipped.most_common()]
+            lines.append(f"  skipped {self.unit}:")
+            lines += [f"    {r:<28}{n:>8}" + (f"   e.g. {', '.join(self.examples[r])}" if self.examples.get(r) else "")
+                      for r, n in self.skipped.most_common()]
         if self.messages_dropped:
-            lines.append("  messages dropped inside kept conversations:")
+            lines.append(f"  messages dropped inside kept {self.unit}:")
             lines += [f"    {r:<28}{n:>8}" for r, n in self.messages_dropped.most_common()]
+        if self.truncated:
+            lines.append(f"  kept {self.unit} that were shortened:")
+            lines += [f"    {r:<28}{n:>8}" for r, n in self.truncated.most_common()]
         if self.stopped_early: lines.append(f"  stopped early: {self.stopped_early}")
         return "\n".join(lines)
 
@@ -190,7 +245,7 @@ class FilterReport:
 # %% ../nbs/01_interactions.ipynb #d8c09306
 @dataclass(frozen=True)
 class Filters:
-    "Conversation filters; `None` switches a limit off. Defaults are the paper's WildChat filters (digest §6.2)."
+    "Conversation filters; `None` switches a limit off. Defaults: the official WildChat preprocessing script's."
     languages: tuple | None = ("english", "en")   # conversation-level `language`, case-insensitive; None keeps all
     min_messages: int = 3
     max_total_chars: int | None = 100_000
@@ -271,12 +326,11 @@ def filter_interactions(records: Iterable, filters: Filters = WILDCHAT_FILTERS, 
         try:
             msgs = clean_conversation(rec, filters, report, role_map)
             meta = {"source": source} if source else {}
-            if isinstance(rec, dict):
-                meta.update({k: rec[k] for k in ("conversation_id", "conversation_hash", "language", "tags", "unrelated_followup")
-                             if rec.get(k) is not None})
+            if isinstance(rec, dict): meta.update({k: rec[k] for k in RECORD_META_KEYS if rec.get(k) is not None})
             its = interactions_from_conversation(msgs, max_history=max_history, meta=meta)
         except ConversationError as e:
-            report.skip(e.reason); continue
+            cid = rec.get("conversation_id", rec.get("conversation_hash")) if isinstance(rec, dict) else None
+            report.skip(e.reason, f"conversation {cid}" if cid is not None else f"record {report.seen}"); continue
         report.kept += 1; report.interactions += len(its)
         yield from its
 
@@ -288,17 +342,33 @@ def fixture_path() -> Path:
     from importlib.resources import files
     return Path(str(files("hindsight_ref") / "fixtures" / FIXTURE_FILE))
 
+def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
+    "`(line number, record)` for each non-blank line of a JSON Lines file; a line that is not JSON gives a `ConversationError`."
+    p = Path(path)
+    if p.is_dir(): raise IsADirectoryError(f"{p} is a folder. Fix: point to a .jsonl file (one JSON record per line).")
+    with open(p, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try: line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                yield n, ConversationError("not_utf8", f"not UTF-8 text ({e.reason} at byte {e.start + 1} of the line). "
+                                           f"Fix: save the file as UTF-8."); continue
+            if not line.strip(): continue
+            try: yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                hint = (" This reader wants JSON Lines (one record per line); convert a file holding one JSON list with "
+                        "`jq -c '.[]' in.json > out.jsonl`." if n == 1 and line.lstrip().startswith("[") and p.suffix == ".json" else "")
+                yield n, ConversationError("invalid_json", f"not valid JSON ({e.msg} at column {e.colno}). Fix: correct the "
+                                           f"line (one JSON object per line).{hint}")
+
 def load_fixture_conversations(path: str | Path | None = None) -> list[dict]:
     "The fixture conversations as raw WildChat-schema records."
     p = Path(path) if path is not None else fixture_path()
     if not p.exists():
-        raise FileNotFoundError(f"No fixture file at {p}. Reinstall hindsight_ref (the file is package data) or pass path=.")
+        raise FileNotFoundError(f"No fixture file at {p}. Fix: reinstall hindsight_ref (the file is package data) or pass path=.")
     out = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip(): continue
-            try: out.append(json.loads(line))
-            except json.JSONDecodeError as e: raise ValueError(f"{p}:{n} is not valid JSON: {e}") from e
+    for n, rec in read_records(p):
+        if isinstance(rec, ConversationError): raise ConversationError(rec.reason, f"{p}:{n}: {rec}")
+        out.append(rec)
     return out
 
 def fixture_interactions(max_history: int = 5, filters: Filters = WILDCHAT_FILTERS, tags: Iterable[str] | None = None,
@@ -310,15 +380,21 @@ def fixture_interactions(max_history: int = 5, filters: Filters = WILDCHAT_FILTE
     return list(filter_interactions(convs, filters, max_history=max_history, report=report, source="fixture"))
 
 # %% ../nbs/01_interactions.ipynb #d6e34c51
-def control_interactions(its: Iterable[Interaction], key: str = "unrelated_followup") -> list[Interaction]:
-    "Each interaction with its follow-up replaced by `meta[key]` (the unrelated control), marked `meta['control']=True`."
+APPROVAL_FOLLOWUP = "Thanks, that's exactly what I needed."
+CONTROL_KINDS = ("unrelated", "approval")
+
+def control_interactions(its: Interaction | Iterable[Interaction], kind: str = "unrelated", key: str = "unrelated_followup",
+                         approval: str = APPROVAL_FOLLOWUP) -> list[Interaction]:
+    "The same (x, y) with a control follow-up: `meta[key]` ('unrelated') or a neutral thanks ('approval'); meta: control, real_o."
+    if kind not in CONTROL_KINDS: raise ValueError(f"kind must be one of {CONTROL_KINDS}, got {kind!r}.")
     out = []
-    for it in its:
-        o = it.meta.get(key)
+    for i, it in enumerate([its] if isinstance(its, Interaction) else its):
+        o = it.meta.get(key) if kind == "unrelated" else approval
         if not isinstance(o, str) or not o.strip():
-            raise ValueError(f"Interaction {it.meta.get('conversation_id', '?')} turn {it.meta.get('turn', '?')} has no "
-                             f"meta[{key!r}]; pass interactions from the fixture set or set it yourself (it.with_followup(o)).")
-        out.append(it.with_followup(o, control=True, real_followup=it.o))
+            raise ValueError(f"{interaction_name(it, i)} has no meta[{key!r}], the unrelated follow-up of the control. Fix: "
+                             f"set one (any message that does not react to y), use kind='approval', or take interactions "
+                             f"from the fixture set, which carry one.")
+        out.append(it.with_followup(o, control=kind, real_o=it.o))
     return out
 
 # %% ../nbs/01_interactions.ipynb #91a9c4a2
@@ -358,6 +434,67 @@ def load_wildfeedback(split: str = "train", streaming: bool = False, filters: Fi
     ds = _load_records(path, name, split, streaming, data_files, shuffle_seed, **load_kw)
     its = list(filter_interactions(ds, filters, max_history, report, source="wildfeedback", max_conversations=max_conversations))
     return its, report
+
+# %% ../nbs/01_interactions.ipynb #7591e5d9
+ON_BAD_RECORD = ("stop", "skip")
+
+def record_interactions(rec, max_history: int = 5, role_map: dict | None = None, meta: dict | None = None) -> list[Interaction]:
+    "The interactions of one record: an interaction `{x, y, o[, meta]}` (checked like a conversation) or a conversation."
+    meta = dict(meta or {})
+    if not (isinstance(rec, dict) and {"x", "y", "o"} & set(rec)):
+        return interactions_from_conversation(rec, max_history=max_history, meta=meta, role_map=role_map)
+    missing = [k for k in ("x", "y", "o") if k not in rec]
+    if missing:
+        raise ConversationError("missing_field", f"The record has {sorted({'x', 'y', 'o'} & set(rec))} but not {missing}. Fix: "
+                                f"an interaction needs x (the messages before y), y (the reply) and o (the user's next message).")
+    if not isinstance(rec["x"], list):
+        raise ConversationError("bad_x", f"The record's x is a {type(rec['x']).__name__}, not a list of chat messages.")
+    if not isinstance(rec.get("meta") or {}, dict):
+        raise ConversationError("bad_meta", f"The record's meta is a {type(rec['meta']).__name__}, not a dict.")
+    x = validate_messages([normalize_message(m, i, role_map) for i, m in enumerate(rec["x"])])
+    return [Interaction(x=x, y=rec["y"], o=rec["o"], meta={**(rec.get("meta") or {}), **meta})]
+
+def _record_name(where: str, rec) -> str:
+    cid = None
+    if isinstance(rec, dict):
+        cid = rec.get("conversation_id", rec.get("conversation_hash"))
+        if cid is None and isinstance(rec.get("meta"), dict): cid = rec["meta"].get("conversation_id")
+    return f"{where} (conversation {cid})" if cid is not None else where
+
+def load_interactions(data: str | Path = "fixtures", max_history: int = 5, on_bad_record: str = "stop",
+                      role_map: dict | None = None, report: FilterReport | None = None) -> list[Interaction]:
+    "Interactions from 'fixtures' or a .jsonl of interactions or conversations; a bad record stops with FILE:LINE and a fix, or is skipped and counted."
+    if on_bad_record not in ON_BAD_RECORD:
+        raise ValueError(f"on_bad_record must be 'stop' (the first bad record stops the load) or 'skip' (skip and count "
+                         f"it), got {on_bad_record!r}.")
+    if not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 1:
+        raise ValueError(f"max_history must be a positive int (the paper's experiments use 5), got {max_history!r}.")
+    resolve_role_map(role_map)                                   # a bad role_map fails before any record is read
+    if str(data) == "fixtures": return fixture_interactions(max_history=max_history, report=report)
+    p = Path(data)
+    if not p.exists():
+        raise FileNotFoundError(f"No data file at {p}. Fix: set data to 'fixtures' (the bundled set) or to a .jsonl file "
+                                f"of interactions {{x, y, o}} or conversations, one JSON object per line.")
+    rep = report if report is not None else FilterReport(str(p), unit="records")
+    out = []
+    for n, rec in read_records(p):
+        rep.seen += 1
+        try:
+            if isinstance(rec, ConversationError): raise rec
+            its = record_interactions(rec, max_history, role_map, meta={"file": str(p), "line": n})
+        except ConversationError as e:
+            name = _record_name(f"{p}:{n}", rec)
+            if on_bad_record == "skip": rep.skip(e.reason, name); continue
+            raise ConversationError(e.reason, f"{name}: {e} To skip such records and count them instead, set "
+                                    f"on_bad_record='skip'.") from None
+        rep.kept += 1; rep.interactions += len(its); out.extend(its)
+    if not out:
+        raise ValueError(f"{p} yields no interactions: " + (rep.summary() if rep.seen else "the file holds no records") +
+                         ". Fix: one interaction {x, y, o} or one conversation per line (see the first few places above).")
+    if rep.n_skipped and report is None:
+        warnings.warn(f"load_interactions skipped {rep.n_skipped} of {rep.seen} records: {rep.summary()}; e.g. "
+                      + "; ".join(f"{r} at {w[0]}" for r, w in rep.examples.items()) + ". Pass report=FilterReport() to keep the counts.")
+    return out
 
 # %% ../nbs/01_interactions.ipynb #8286fe3b
 def to_prompt_completion(interactions: Iterable[Interaction]):
