@@ -225,13 +225,15 @@ class Signal:
         "mean_i |A_i|: how much the follow-up moves the completion's tokens, whatever the direction."
         return float(self.advantage.abs().mean())
 
-    def table(self, max_rows: int | None = 40) -> str:
-        "A per-token text table: index, token, log p student, log p teacher, A."
-        rows = [f"{'i':>4} {'token':<18} {'logp x':>8} {'logp x,o':>9} {'A':>7}"]
+    def table(self, max_rows: int | None = 40, control: "Signal | None" = None) -> str:
+        "A per-token text table: index, token, log p student, log p teacher, A (and A under a `control` follow-up)."
+        if control is not None and list(control.token_ids) != list(self.token_ids):
+            raise ValueError("The control Signal scores a different completion; score the same (x, y) under the control o.")
+        rows = [f"{'i':>4} {'token':<18} {'logp x':>8} {'logp x,o':>9} {'A':>7}" + (f" {'A control':>9}" if control else "")]
         n = len(self) if max_rows is None else min(len(self), max_rows)
         for i in range(n):
             rows.append(f"{i:>4} {repr(self.tokens[i])[1:-1][:18]:<18} {self.logp_student[i]:>8.3f} {self.logp_teacher[i]:>9.3f} "
-                        f"{self.advantage[i]:>+7.3f}")
+                        f"{self.advantage[i]:>+7.3f}" + (f" {control.advantage[i]:>+9.3f}" if control else ""))
         if n < len(self): rows.append(f"... {len(self) - n} more tokens")
         return "\n".join(rows)
 

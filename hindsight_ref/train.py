@@ -135,6 +135,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        "A config from a mapping of its fields; an unknown key is an error listing the valid ones."
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown: raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}.")

@@ -115,9 +115,10 @@ class HindsightTrainer:
     # ---- data -------------------------------------------------------------------------------
     def _encode(self, its):
         c = self.cfg
-        encs = encode_interactions(self.tok, its, template=c.template, max_context_tokens=c.max_context_tokens,
-                                   max_completion_tokens=c.max_completion_tokens, truncate_completion=c.truncate_completion,
-                                   eot_id=self.eot)
+        encs = encode_interactions(self.tok, its, template=c.template, on_bad_record=c.on_bad_record,
+                                   max_context_tokens=c.max_context_tokens, max_completion_tokens=c.max_completion_tokens,
+                                   truncate_completion=c.truncate_completion, eot_id=self.eot,
+                                   max_positions=getattr(self.model.config, "max_position_embeddings", None))
         rows = self.model.get_input_embeddings().num_embeddings
         for e in encs:
             if max(e.teacher_ids + e.student_ids) >= rows:

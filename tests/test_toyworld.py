@@ -72,7 +72,7 @@ def test_reward_user_and_judge():
 
 
 def test_two_order_protocol_cancels_position_bias():
-    from hindsight_ref.simulators import two_order, win_rate
+    from hindsight_ref.evaluation import two_order, win_rate
     bad, good = _resp(praise=True), _resp()
     j = w.world_judge("less_filler")
     assert two_order(j, "", good, bad) == 1 and two_order(j, "", bad, good) == -1

@@ -14,7 +14,7 @@ import torch
 from ..data import Interaction
 from ..train import TrainConfig
 from ..trainers import OnlineTrainer, HindsightTrainer
-from ..simulators import win_rate
+from ..evaluation import win_rate
 from .world import (ATTRS, EVAL_TOPICS, TRAIN_TOPICS, WorldUser, world_persona, world_judge, true_reward,
                                           preference_text)
 from .model import (load_world, world_answers, world_prompts, style_rates, plain_rates, torch_threads)

@@ -36,6 +36,7 @@ SHORT_MARK, LONG_MARKS = "in short ,", ("first ,", "second ,", "third ,")
 
 @dataclass(frozen=True)
 class Request:
+    "A user request of the world: its kind, its topic and its text."
     kind: str     # "info" | "tip"
     topic: str
     text: str
@@ -46,6 +47,7 @@ def make_request(rng: random.Random, topics=None) -> Request:
     return Request(kind, t, rng.choice(REQUESTS[kind]).format(t=t))
 
 def content_sentences(kind: str, topic: str) -> list[str]:
+    "The three content sentences of an answer to a request of `kind` about `topic` (a short answer uses the first)."
     a = ADJS[TOPICS.index(topic)]
     if kind == "info": return [f"{topic} are {a}", f"many people enjoy {topic}", f"learning about {topic} takes time"]
     return [f"start small with {topic}", f"practice {topic} every day", f"ask others about {topic}"]
@@ -142,9 +144,13 @@ class WorldPersona:
     "One of the paper's personas as the world sees it: its name (the profile text is the paper's) and the attributes it wants."
     name: str
     wants: tuple           # ((attribute, value), ...)
-    def wanted(self) -> dict: return dict(self.wants)
+    def wanted(self) -> dict:
+        "The wanted attributes as a dict attribute -> value."
+        return dict(self.wants)
     @property
-    def profile(self) -> str: return get_profile(self.name.split("+"))
+    def profile(self) -> str:
+        "The paper's profile text (several joined for a combined persona)."
+        return get_profile(self.name.split("+"))
 
 WORLD_PERSONAS = {p.name: p for p in [
     WorldPersona("no_emojis", (("emoji", False),)),
