@@ -124,7 +124,7 @@ class ChatCache:
             warnings.warn(f"{self.path}: the last line is cut off (an interrupted write); it is removed and will be recomputed.")
             with open(self.path, "r+", encoding="utf-8") as f: f.truncate(len(keep.encode("utf-8")))
             text = keep
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):   # not splitlines: model text may hold U+2028
             if not line.strip(): continue
             try: rec = json.loads(line)
             except json.JSONDecodeError as e:

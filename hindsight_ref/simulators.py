@@ -15,7 +15,7 @@ from .backends import BACKEND_KEYS, BackendError, CachedChat, ChatCache, make_ba
 __all__ = ['PERSONAS', 'PERSONA_TITLES', 'USER_RULES', 'JUDGE_RULES', 'ORACLE_SUFFIX', 'RULE_PERSONAS', 'style_profile',
            'persona_name', 'get_profile', 'request_text', 'user_messages', 'judge_messages', 'oracle_context',
            'strip_thinking', 'LLMUser', 'UserSimulator', 'RuleBasedSimulator', 'rule_user', 'parse_verdict', 'LLMJudge',
-           'RewardJudge', 'rule_judge', 'fixture_file']
+           'RewardJudge', 'rule_judge', 'make_simulator', 'make_judge', 'fixture_file']
 
 # %% ../nbs/09b_simulators.ipynb #1c154b49
 PERSONAS = {
@@ -260,6 +260,40 @@ def rule_judge(persona: str, tie: str = "C") -> RewardJudge:
     "The rule-based judge of a persona: prefers the higher `rule_user(persona).score`."
     u = rule_user(persona)
     return RewardJudge(lambda prompt, y: u.score(y), tie)
+
+# %% ../nbs/09b_simulators.ipynb #b421a46d
+def _split(spec: dict, allowed: set, what: str):
+    unknown = sorted(set(spec) - BACKEND_KEYS - allowed - {"kind", "persona"})
+    if unknown: raise ValueError(f"Unknown {what} keys {unknown}; valid: {sorted(BACKEND_KEYS | allowed | {'kind', 'persona'})}.")
+    return {k: v for k, v in spec.items() if k in allowed}
+
+def make_simulator(spec, persona=None, load: Callable | None = None) -> UserSimulator:
+    "A user from 'rule', 'package.module:factory', a callable, or a dict {kind: rule | llm, ...} (persona from the dict or `persona`)."
+    if callable(spec): return spec
+    if spec == "rule": return RuleBasedSimulator()
+    if isinstance(spec, str) and ":" in spec:
+        mod, name = spec.split(":", 1)
+        return getattr(importlib.import_module(mod), name)()
+    if isinstance(spec, dict):
+        persona = spec.get("persona", persona)
+        if spec.get("kind") == "rule":
+            kw = {k: v for k, v in spec.items() if k not in ("kind", "persona")}
+            return rule_user(persona, **kw) if persona is not None else RuleBasedSimulator(**kw)
+        if spec.get("kind") == "llm":
+            if persona is None: raise ValueError("An LLM user needs a persona (a name of PERSONAS or a profile text).")
+            return LLMUser(persona, make_backend(spec, load), **_split(spec, {"max_tokens", "temperature", "top_p"}, "user"))
+    raise ValueError(f"Unknown simulator {spec!r}: use 'rule', 'package.module:factory', a callable, or {{kind: rule | llm, ...}}.")
+
+def make_judge(spec, persona=None, load: Callable | None = None):
+    "A judge from 'rule', a callable, or a dict {kind: rule | llm, ...} for `persona`."
+    if callable(spec): return spec
+    if isinstance(spec, str): spec = {"kind": spec}
+    persona = spec.get("persona", persona)
+    if persona is None: raise ValueError("A judge needs a persona (a name of PERSONAS or a profile text).")
+    if spec.get("kind") == "rule": return rule_judge(persona, **{k: v for k, v in spec.items() if k == "tie"})
+    if spec.get("kind") == "llm":
+        return LLMJudge(persona, make_backend(spec, load), **_split(spec, {"max_tokens", "temperature", "official_parser"}, "judge"))
+    raise ValueError(f"Unknown judge {spec!r}: use 'rule', a callable, or {{kind: rule | llm, ...}}.")
 
 # %% ../nbs/09b_simulators.ipynb #6f3daccb
 def fixture_file(name: str) -> Path:
