@@ -13,7 +13,9 @@ import yaml
 
 from .models import load_model, tiny_model
 from .data import fixture_interactions, load_wildchat, load_wildfeedback
-from .train import TrainConfig, make_trainer, load_interactions, split_heldout, recipes_dir
+from .data import load_interactions
+from .train import TrainConfig, split_heldout
+from .trainers import make_trainer, recipes_dir
 from .backends import TransformersChat
 from .simulators import make_simulator, make_judge, oracle_context, persona_name
 from .evaluation import (win_rate, run_checks, compare_checks, kl_check, perplexity_check, ifeval_check,

@@ -258,14 +258,6 @@ def test_make_backend_loads_lazily_and_once(tmp_path, tiny):
 
 
 # ---- rule-based users and judges -----------------------------------------------------------------------
-def test_rule_based_simulator_keeps_the_trainers_behaviour():
-    from hindsight_ref import train
-    if not hasattr(train, "RuleBasedSimulator"): pytest.skip("the trainer's copy has been removed")
-    ys = [Y, "Sure! " + "word " * 100, "## Title\n- a\n- b", "Plain answer.", "**bold** 🚀 " * 50, "Certainly, here it is."]
-    for kw in ({}, {"no_markdown": True, "max_words": 10}, {"no_emojis": False, "no_filler_praise": False, "max_words": None}):
-        assert [RuleBasedSimulator(**kw)(X, y) for y in ys] == [train.RuleBasedSimulator(**kw)(X, y) for y in ys]
-
-
 def test_rule_users_and_judges():
     assert rule_user("no_emojis")(X, "Nine minutes 🥚") == "Please don't use emojis."
     assert rule_user("less_filler")(X, "Great question! Nine. Let me know if you need more.") == \
