@@ -294,7 +294,9 @@ class HindsightTrainer:
     def save(self, path=None) -> Path:
         "The trained model and tokenizer with `save_pretrained` (LoRA: the adapter), plus the config."
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad: raise NonFiniteLossError(f"The model has non-finite weights ({bad[:3]}...): it diverged and is not saved.")
+        if bad or self.skipped_in_a_row:
+            raise NonFiniteLossError(f"The run diverged ({f'non-finite weights in {bad[:3]}' if bad else f'its last {self.skipped_in_a_row} step(s) were skipped'}): "
+                                     f"the model is not saved. Fix: lower lr, set max_grad_norm or clip_advantage, and rerun.")
         p = Path(path) if path is not None else self.out / "final"
         p.mkdir(parents=True, exist_ok=True)
         with quiet_loading(): self.model.save_pretrained(p); self.tok.save_pretrained(p)

@@ -84,10 +84,14 @@ def test_config_widens_and_reads_yaml_numbers(tmp_path):
 
 
 def test_every_recipe_loads():
+    "Every shipped recipe is a valid training config, or a protocol (10b_protocols) whose train section is one."
+    import yaml
+    from hindsight_ref.protocols import Protocol
     names = sorted(p.name for p in recipes_dir().glob("*.yaml"))
     assert "offline_paper.yaml" in names and "online_tldr.yaml" in names
     for p in recipes_dir().glob("*.yaml"):
-        TrainConfig.from_yaml(p)
+        if "protocol" in (yaml.safe_load(p.read_text()) or {}): Protocol.from_yaml(p)
+        else: TrainConfig.from_yaml(p)
 
 
 def test_schedules():
@@ -180,7 +184,7 @@ def test_resume_on_other_data_is_refused(tmp_path, tok, fx):
     a = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1), *reading_model(tok), interactions=fx[:4])
     a.train()
     with pytest.raises(ValueError, match="different data"):
-        HindsightTrainer(cfg(tmp_path, resume_from="latest"), *reading_model(tok), interactions=fx[:6])
+        HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1, resume_from="latest"), *reading_model(tok), interactions=fx[:6])
 
 
 def test_a_used_output_dir_is_never_overwritten(tmp_path, tok, fx):
@@ -367,10 +371,10 @@ def _poisoned(tok, fx):
 
 def test_nan_loss_is_skipped_and_reported(tmp_path, tok, fx):
     m, t, data = _poisoned(tok, fx)
-    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=1), m, t, interactions=data)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=2), m, t, interactions=data)
     w0 = weights(tr.model)
     with pytest.warns(UserWarning, match="poisoned#turn1"):
-        rec = tr.train()[0]
+        rec = tr.train(stop_after=1)[0]
     assert rec["skipped"] and "poisoned#turn1" in rec["problem"] and math.isnan(rec["loss"])
     assert all(torch.equal(w0[n], p) for n, p in tr.model.named_parameters())       # no update at all
     assert read_metrics(tmp_path / "run")[0]["skipped"]
