@@ -41,7 +41,7 @@ for f in nbs:
         if c.cell_type == "markdown":
             c.source = re.sub(r"\]\((?!https?:)([\w./-]+)\.ipynb\)", r"](\1.html)", c.source)
     body, _ = exporter.from_notebook_node(nb)
-    body = body.replace("<body", f'<body data-nav="1"', 1).replace(
+    body = body.replace("<body", '<body data-nav="1"', 1).replace(
         "<main>", f'<main><nav style="padding:1em;border-bottom:1px solid #ddd"><ul style="display:flex;gap:1.5em;list-style:none;flex-wrap:wrap">{nav}</ul></nav>', 1)
     (out / f"{f.stem}.html").write_text(body)
     if args.check:
