@@ -1,5 +1,6 @@
 "The project's own promises: two-command README, CI calls the test command, conda env matches pip, notebooks well-formed."
 import configparser, json, re
+import pytest
 from pathlib import Path
 import yaml
 
@@ -101,19 +102,19 @@ def _comments_and_strings(src: str) -> list[str]:
     return [t.string for t in toks if t.type in keep and not t.string.startswith("#|")]
 
 
-def reader_texts():
-    "(where, text) for every piece of text a reader sees: markdown cells, code comments and strings, the README."
-    for p in NOTEBOOKS:
-        for i, c in enumerate(_read(p).cells):
-            if c.cell_type == "markdown": yield f"{p.name} cell {i} (markdown)", c.source
-            elif c.cell_type == "code":
-                for t in _comments_and_strings(c.source): yield f"{p.name} cell {i} (code)", t
-    yield "README.md", (ROOT / "README.md").read_text()
+def reader_texts(path):
+    "(where, text) for every piece of text a reader sees: markdown cells, code comments and strings (or the whole README)."
+    if path.suffix == ".md": yield path.name, path.read_text(); return
+    for i, c in enumerate(_read(path).cells):
+        if c.cell_type == "markdown": yield f"{path.name} cell {i} (markdown)", c.source
+        elif c.cell_type == "code":
+            for t in _comments_and_strings(c.source): yield f"{path.name} cell {i} (code)", t
 
 
-def test_reader_text_cites_only_what_a_reader_has():
+@pytest.mark.parametrize("path", NOTEBOOKS + [ROOT / "README.md"], ids=lambda p: p.name)
+def test_reader_text_cites_only_what_a_reader_has(path):
     found = []
-    for where, text in reader_texts():
+    for where, text in reader_texts(path):
         for pat, fix in NOT_FOR_READERS.items():
             for m in re.finditer(pat, text, re.I):
                 ctx = " ".join(text[max(0, m.start() - 40):m.end() + 40].split())
@@ -141,32 +142,33 @@ def _flags(src: str) -> set:
     return {f.strip() for l in src.splitlines() if l.startswith("#|") for f in re.split(r"[\s,]+", l[2:]) if f.strip()}
 
 
-def test_every_figure_cell_has_its_image_committed():
+@pytest.mark.parametrize("p", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_cell_has_its_image_committed(p):
     helpers = re.compile(r"\b(" + "|".join(sorted(_plot_helpers())) + r")\(")
     missing = []
-    for p in NOTEBOOKS:
-        cells = _read(p).cells
-        for i, c in enumerate(cells):
-            if c.cell_type != "code": continue
-            src, flags = c.source, _flags(c.source)
-            if flags & {"export", "exporti", "hide"} or re.search(r"^#\|\s*(eval:\s*false|include:\s*false)", src, re.M): continue
-            body = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("#"))
-            if not (re.search(DRAWS, body) or helpers.search(body)): continue
-            if any("image/png" in o.get("data", {}) for o in c.get("outputs", [])): continue
-            before = cells[i - 1].source if i and cells[i - 1].cell_type == "markdown" else ""
-            if flags & {"slow", "cuda"} and (NOT_COMMITTED.search(src) or NOT_COMMITTED.search(before)): continue
-            missing.append(f"{p.name} cell {i}: {src.strip().splitlines()[-1][:90]!r}")
+    cells = _read(p).cells
+    for i, c in enumerate(cells):
+        if c.cell_type != "code": continue
+        src, flags = c.source, _flags(c.source)
+        if flags & {"export", "exporti", "hide"} or re.search(r"^#\|\s*(eval:\s*false|include:\s*false)", src, re.M): continue
+        body = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("#"))
+        if not (re.search(DRAWS, body) or helpers.search(body)): continue
+        if any("image/png" in o.get("data", {}) for o in c.get("outputs", [])): continue
+        before = cells[i - 1].source if i and cells[i - 1].cell_type == "markdown" else ""
+        if flags & {"slow", "cuda"} and (NOT_COMMITTED.search(src) or NOT_COMMITTED.search(before)): continue
+        missing.append(f"{p.name} cell {i}: {src.strip().splitlines()[-1][:90]!r}")
     assert not missing, ("cells that draw a figure but have no image/png output committed (run the notebook and commit it "
                          "with outputs; a slow/cuda cell that cannot be run must say 'figure not committed' and why):\n"
                          + "\n".join(missing))
 
 
-def test_nothing_forces_offline_mode():
+@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "hindsight_ref").glob("*.py")), ids=lambda p: p.name)
+def test_nothing_forces_offline_mode(path):
     force = [re.compile(rf"setdefault\(\s*[\"']{OFFLINE_VARS}[\"']"),
              re.compile(rf"environ\[\s*[\"']{OFFLINE_VARS}[\"']\s*\]\s*=(?!=)"),
              re.compile(rf"environ\.update\([^)]*{OFFLINE_VARS}"), re.compile(rf"putenv\(\s*[\"']{OFFLINE_VARS}")]
-    sources = [(f"{p.name} cell {i}", c.source) for p in NOTEBOOKS for i, c in enumerate(_read(p).cells) if c.cell_type == "code"]
-    sources += [(f"hindsight_ref/{f.name}", f.read_text()) for f in sorted((ROOT / "hindsight_ref").glob("*.py"))]
+    sources = ([(f"{path.name} cell {i}", c.source) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"]
+               if path.suffix == ".ipynb" else [(f"hindsight_ref/{path.name}", path.read_text())])
     found = [f"{where}: {m.group(0)}" for where, src in sources for rx in force for m in rx.finditer(src)]
     assert not found, ("notebooks and the library must respect the environment (a Colab reader has the hub; the test "
                        "command sets offline mode itself). Remove:\n" + "\n".join(found))
