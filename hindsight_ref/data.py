@@ -53,16 +53,17 @@ class Interaction:
         if not isinstance(self.meta, dict): raise ConversationError("bad_meta", f"Interaction.meta must be a dict, not {type(self.meta).__name__}.")
 
     @property
-    def prompt(self) -> str: return self.x[-1]["content"]   # the most recent user message, the one y answers
+    def prompt(self) -> str: "The most recent user message, the one `y` answers."; return self.x[-1]["content"]
 
     def with_followup(self, o: str, **meta) -> "Interaction":
         "The same (x, y) with another follow-up, e.g. a control (see `control_interactions`)."
         return Interaction(x=[dict(m) for m in self.x], y=self.y, o=o, meta={**self.meta, **meta})
 
-    def to_dict(self) -> dict: return {"x": [dict(m) for m in self.x], "y": self.y, "o": self.o, "meta": dict(self.meta)}
+    def to_dict(self) -> dict: "A plain dict {x, y, o, meta}."; return {"x": [dict(m) for m in self.x], "y": self.y, "o": self.o, "meta": dict(self.meta)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Interaction":
+        "The interaction of a dict made by `to_dict`."
         return cls(x=[{"role": m["role"], "content": m["content"]} for m in d["x"]], y=d["y"], o=d["o"], meta=dict(d.get("meta") or {}))
 
     def __repr__(self):
@@ -150,8 +151,7 @@ def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None
     if not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 1:
         raise ValueError(f"max_history must be a positive int (the paper's experiments use 5), got {max_history!r}.")
     msgs = validate_messages(normalize_messages(conv, role_map), max_message_chars)
-    system = [msgs[0]] if msgs[0]["role"] == "system" else []
-    body = msgs[len(system):]
+    system = msgs[:1] if msgs[0]["role"] == "system" else []; body = msgs[len(system):]
     base = {**({k: conv[k] for k in RECORD_META_KEYS if conv.get(k) is not None} if isinstance(conv, dict) else {}), **(meta or {})}
     out = []
     for i in range(1, len(body) - 1):
@@ -183,14 +183,14 @@ class FilterReport:
     examples: dict = field(default_factory=dict)                # reason -> the first few places it occurred
 
     @property
-    def n_skipped(self) -> int: return sum(self.skipped.values())
+    def n_skipped(self) -> int: "Records skipped, all reasons together."; return sum(self.skipped.values())
 
     def skip(self, reason: str, where: str | None = None, keep: int = 3):
         "Count one skipped record under `reason`; remember the first `keep` places (e.g. 'data.jsonl:12')."
         self.skipped[reason] += 1
         if where is not None and len(self.examples.setdefault(reason, [])) < keep: self.examples[reason].append(where)
 
-    def as_dict(self) -> dict: return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(self).items()}
+    def as_dict(self) -> dict: "The report as plain dicts (e.g. for JSON)."; return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(self).items()}
 
     def summary(self) -> str:
         "The report on one line."
