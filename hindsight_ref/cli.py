@@ -193,9 +193,13 @@ def error_line(e: BaseException) -> str:
 def load_train_config(config, overrides=()):
     "The `TrainConfig` of `config` with `key=value` overrides; every error names the file (and line) and the fix."
     import yaml
-    from hindsight_ref.train import TrainConfig
-    ov = parse_overrides(overrides)
-    try: return TrainConfig.from_yaml(config, **ov), ov
+    ov, p = parse_overrides(overrides), Path(config)
+    if not p.is_file():
+        raise FileNotFoundError(f"No config file at {p}. Fix: pass the path of a YAML config (examples in hindsight_ref/recipes/).")
+    try:
+        yaml.safe_load(p.read_text(encoding="utf-8"))   # the syntax first: a typo is reported before torch is imported
+        from hindsight_ref.train import TrainConfig
+        return TrainConfig.from_yaml(p, **ov), ov
     except yaml.YAMLError as e:
         mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
         where = f"{config}:{mark.line + 1}" if mark is not None else str(config)
@@ -221,8 +225,8 @@ def main(argv=None) -> int:
         if a.cmd == "demo":
             run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device)
         else:
-            from hindsight_ref.train import main_train
             _, ov = load_train_config(a.config, a.overrides)    # the config's checks run before any model is loaded
+            from hindsight_ref.train import main_train
             main_train(a.config, **ov)
     except KeyboardInterrupt:
         if a.debug: traceback.print_exc()

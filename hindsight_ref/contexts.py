@@ -160,9 +160,14 @@ class EncodedInteraction:
     template: str = DEFAULT_TEMPLATE
 
     @property
-    def student_ids(self) -> list[int]: return self.student_context_ids + self.completion_ids
+    def student_ids(self) -> list[int]:
+        "The whole student sequence: context x, then y."
+        return self.student_context_ids + self.completion_ids
+
     @property
-    def teacher_ids(self) -> list[int]: return self.teacher_context_ids + self.completion_ids
+    def teacher_ids(self) -> list[int]:
+        "The whole teacher sequence: context (x, o), then y."
+        return self.teacher_context_ids + self.completion_ids
 
     def __repr__(self):
         return (f"EncodedInteraction(student_context={len(self.student_context_ids)}, teacher_context="
@@ -295,7 +300,9 @@ class ContextView:
     template: str = ""
 
     @property
-    def added(self) -> str: return self.teacher[self.start:self.end]
+    def added(self) -> str:
+        "The text the teacher context has and the student context lacks."
+        return self.teacher[self.start:self.end]
 
     def __str__(self):
         t = self.teacher[:self.start] + "⟦" + self.added + "⟧" + self.teacher[self.end:]

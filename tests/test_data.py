@@ -87,7 +87,7 @@ def test_both_schemas_give_same_interactions():
     ([], "empty_conversation", "no messages"),
     ([u("hi"), {"role": "system", "content": "S"}, a("x"), u("y")], "system_not_first", "only the first message"),
     ([u("hi"), "just a string", u("y")], "not_a_message", "not a dict"),
-    ([u("hi"), {"text": "x"}, u("y")], "not_a_message", "neither"),
+    ([u("hi"), {"text": "x"}, u("y")], "not_a_message", "not a dict with 'role'/'content' or 'from'/'value' keys: {'text'"),
 ])
 def test_bad_conversations_raise_clear_errors(msgs, reason, text):
     with pytest.raises(ConversationError, match=text) as e:
