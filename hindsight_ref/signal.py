@@ -4,12 +4,10 @@
 
 # %% ../nbs/03_signal.ipynb #c8e32428
 from __future__ import annotations
-import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 # %% auto #0

@@ -13,15 +13,15 @@ import torch
 import yaml
 
 from .models import check_chat_template
-from .data import Interaction
+from .data import Interaction, resolve_role_map
 from .contexts import TEMPLATES
 from .signal import batch_hidden, selective_logprobs, interaction_kl
 from .losses import sampled_token_loss, chunked_distill_loss, sft_loss, masked_advantage
 
 # %% auto #0
-__all__ = ['CHOICES', 'RANGES', 'TrainConfig', 'set_seed', 'epoch_order', 'interaction_name', 'split_heldout', 'make_optimizer',
-           'lr_factor', 'make_scheduler', 'disable_dropout', 'apply_lora', 'prepare_model', 'step_stats',
-           'reference_model', 'hindsight_loss', 'evaluate_hindsight_kl']
+__all__ = ['CHOICES', 'RANGES', 'TrainConfig', 'set_seed', 'epoch_order', 'split_heldout', 'make_optimizer', 'lr_factor',
+           'make_scheduler', 'disable_dropout', 'apply_lora', 'prepare_model', 'step_stats', 'reference_model',
+           'hindsight_loss', 'evaluate_hindsight_kl']
 
 # %% ../nbs/07a_train.ipynb #463f266b
 CHOICES = dict(mode=("offline", "online"), loss=("sampled_token", "full", "topk", "sft"), teacher=("live", "frozen", "ema"),
@@ -128,6 +128,7 @@ class TrainConfig:
                 rng = f"{'>=' if lo_incl else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
                 raise ValueError(f"TrainConfig.{k} must be {rng}, got {v!r}.")
         if self.template not in TEMPLATES: raise ValueError(f"Unknown template {self.template!r}; known: {sorted(TEMPLATES)}.")
+        resolve_role_map(self.role_map)   # a bad role map fails here, naming the entry
         if self.loss == "sampled_token" and self.alpha != 1.0:
             raise ValueError("The sampled-token loss estimates the reverse KL only (alpha=1); use loss: full or topk for alpha != 1.")
         if self.betas is not None and (len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
@@ -166,13 +167,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     "The order of `n` items in `epoch`: a permutation that depends only on (seed, epoch)."
     g = torch.Generator().manual_seed(int(seed) * 1000 + int(epoch))
     return torch.randperm(n, generator=g).tolist()
-
-def interaction_name(it: Interaction | None, index: int | None = None) -> str:
-    "A short name for messages: conversation id and turn when known, else the index."
-    m = getattr(it, "meta", None) or {}
-    cid = m.get("conversation_id", m.get("conversation_hash"))
-    if cid is not None: return f"{cid}#turn{m.get('turn', '?')}"
-    return f"interaction[{index}]" if index is not None else "interaction"
 
 def split_heldout(its: list[Interaction], eval_size: int, seed: int = 0):
     "(train, heldout): at least `eval_size` interactions held out, whole conversations at a time."

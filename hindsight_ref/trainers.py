@@ -13,14 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import load_model, tiny_model, quiet_loading
-from .data import Interaction, load_interactions
-from .contexts import encode_interaction, encode_interactions, collate, end_of_turn_id
+from .data import Interaction, FilterReport, load_interactions, interaction_name
+from .contexts import encode_interaction, encode_interactions, collate, end_of_turn_id, model_max_positions
 from .signal import to_device
 from .losses import ema_update_, check_mask
 from .sampling import sample_completions
 from .simulators import make_simulator
-from .train import (TrainConfig, set_seed, epoch_order, interaction_name, split_heldout, make_optimizer,
-                                 make_scheduler, prepare_model, hindsight_loss, evaluate_hindsight_kl)
+from .train import (TrainConfig, set_seed, epoch_order, split_heldout, make_optimizer, make_scheduler,
+                                 prepare_model, hindsight_loss, evaluate_hindsight_kl)
 
 # %% auto #0
 __all__ = ['RESUME_SAFE', 'CheckpointError', 'checkpoints_in', 'save_checkpoint', 'load_checkpoint', 'resume_conflicts',
@@ -82,6 +82,7 @@ class HindsightTrainer:
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self._check_output_dir()
         set_seed(cfg.seed)
+        its = self._read(interactions)          # the data before the model: a bad record fails in seconds, not minutes
         if model is None:
             if cfg.model == "tiny": model, tok = tiny_model(seed=cfg.seed)
             else: model, tok = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), device=cfg.device)
@@ -90,7 +91,7 @@ class HindsightTrainer:
         self.model, self.tok = prepare_model(model.to(self.device), tok, cfg), tok
         self.eot, self.pad_id = end_of_turn_id(tok), tok.pad_token_id if tok.pad_token_id is not None else end_of_turn_id(tok)
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.startswith("cuda")
-        self._setup_data(interactions, eval_interactions)
+        self._setup_data(its, eval_interactions)
         self.teacher = self._frozen_copy() if cfg.teacher in ("frozen", "ema") else None
         self.ref = self._frozen_copy() if cfg.ref_kl and not cfg.lora else None   # LoRA: the base is the adapter-free model
         self.opt = make_optimizer(self.model.parameters(), cfg, self.device)
@@ -113,12 +114,21 @@ class HindsightTrainer:
                                   f"would mix or overwrite it. Fix: resume_from: latest to continue that run, or choose a new output_dir.")
 
     # ---- data -------------------------------------------------------------------------------
+    def _read(self, interactions):
+        "The interactions given, or read from `cfg.data` (skipped records, if any, are reported)."
+        if interactions is not None: return list(interactions)
+        c, rep = self.cfg, FilterReport(str(self.cfg.data), unit="records")
+        its = load_interactions(c.data, c.max_history, on_bad_record=c.on_bad_record, role_map=c.role_map, report=rep)
+        if rep.n_skipped: warnings.warn(rep.summary())
+        return its
+
     def _encode(self, its):
-        c = self.cfg
-        encs = encode_interactions(self.tok, its, template=c.template, on_bad_record=c.on_bad_record,
+        c, rep = self.cfg, FilterReport("encode", unit="interactions")
+        encs = encode_interactions(self.tok, its, template=c.template, on_bad_record=c.on_bad_record, report=rep,
                                    max_context_tokens=c.max_context_tokens, max_completion_tokens=c.max_completion_tokens,
                                    truncate_completion=c.truncate_completion, eot_id=self.eot,
-                                   max_positions=getattr(self.model.config, "max_position_embeddings", None))
+                                   max_positions=model_max_positions(self.model, self.tok))
+        if rep.n_skipped or rep.truncated: warnings.warn(rep.summary())
         rows = self.model.get_input_embeddings().num_embeddings
         for e in encs:
             if max(e.teacher_ids + e.student_ids) >= rows:
@@ -126,10 +136,8 @@ class HindsightTrainer:
                                  f"beyond the model's {rows} embedding rows. Fix: use the tokenizer that belongs to the model.")
         return encs
 
-    def _setup_data(self, interactions, eval_interactions):
+    def _setup_data(self, its, eval_interactions):
         c = self.cfg
-        its = (load_interactions(c.data, c.max_history, on_bad_record=c.on_bad_record, role_map=c.role_map)
-               if interactions is None else list(interactions))
         if eval_interactions is None: its, eval_interactions = split_heldout(its, c.eval_size, c.seed)
         if not its:
             raise ValueError(f"The training set is empty (data={c.data!r}, eval_size={c.eval_size}): there is nothing to "
@@ -231,14 +239,18 @@ class HindsightTrainer:
         c, done = self.cfg, []
         target = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress, desc=f"{c.mode} hindsight")
-        while self.step < target:
-            rec = self.train_step()
-            if c.eval_every and self.step % c.eval_every == 0: rec["hindsight_kl"] = self.evaluate()
-            if self.step % c.log_every == 0 or rec["skipped"] or self.step == target: self._log(rec)
-            done.append(rec); bar.update(1)
-            if rec["loss"] is not None and math.isfinite(rec["loss"]): bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            if c.save_every and self.step % c.save_every == 0: self.save_checkpoint()
-        bar.close()
+        try:
+            while self.step < target:
+                rec = self.train_step()
+                if c.eval_every and self.step % c.eval_every == 0: rec["hindsight_kl"] = self.evaluate()
+                if self.step % c.log_every == 0 or rec["skipped"] or self.step == target: self._log(rec)
+                done.append(rec); bar.update(1)
+                if rec["loss"] is not None and math.isfinite(rec["loss"]): bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if c.save_every and self.step % c.save_every == 0: self.save_checkpoint()
+        except KeyboardInterrupt:   # keep the completed steps: resume_from: latest continues after the last one
+            if self.step and not (self.out / "checkpoints" / f"step-{self.step:06d}").exists(): self.save_checkpoint()
+            raise
+        finally: bar.close()
         if self.step >= self.total_steps and self.skipped_in_a_row:
             raise NonFiniteLossError(f"The run ended on {self.skipped_in_a_row} skipped step(s) with a non-finite loss or "
                                      f"gradient: it diverged, and the model is not a result. Fix: lower lr (now {c.lr}), "
@@ -319,12 +331,13 @@ class OnlineTrainer(HindsightTrainer):
         self._prompts, self.n_empty = prompts, 0
         super().__init__(cfg, model, tok, interactions, eval_interactions)
 
-    def _setup_data(self, interactions, eval_interactions):
+    def _read(self, interactions):
+        return None if self._prompts is not None else super()._read(interactions)
+
+    def _setup_data(self, its, eval_interactions):
         c = self.cfg
         if self._prompts is not None: xs = [list(x) for x in self._prompts]
         else:
-            its = (load_interactions(c.data, c.max_history, on_bad_record=c.on_bad_record, role_map=c.role_map)
-                   if interactions is None else list(interactions))
             if eval_interactions is None: its, eval_interactions = split_heldout(its, c.eval_size, c.seed)
             xs = list({json.dumps(it.x, sort_keys=True): it.x for it in its}.values())   # each context once
         if not xs: raise ValueError(f"The online trainer got no contexts x to sample from (data={c.data!r}): pass prompts=[...].")

@@ -115,7 +115,7 @@ def test_api_docstrings_and_signatures():
     mod = apiref.Module("m", "00_a", "", [apiref.Entry("m.Child", "class", "Child()", None, members=apiref.members(Child, "m.Child"))])
     assert apiref.undocumented([mod]) == ["00_a.ipynb: m.Child (class) has no docstring", "00_a.ipynb: m.Child.go (method) has no docstring"]
     assert apiref.signature(Child.run, "run", method=True) == "run(n: int = 3)"
-    def f(x: "torch.Tensor", k: "int" = 2) -> "dict": pass  # annotations as `from __future__ import annotations` leaves them
+    def f(x: "torch.Tensor", k: "int" = 2) -> "dict": pass  # noqa: F821 (annotations as `from __future__ import annotations` leaves them)
     assert apiref.signature(f, "f") == "f(x: torch.Tensor, k: int = 2) -> dict" and apiref.signature(Point, "Point") == "Point(x: int)"
     assert apiref.defined_names("def f(): pass\nclass C: pass\nX = 1\n_p = 2\ny: int = 3") == ["f", "C", "X", "y"]
 

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hindsight_ref.losses import (AllMaskedError, chunked_distill_loss, distill_loss, drop_first_k, ema_update_, forward_kl,
                                   generalized_jsd, reduce_tokens, reverse_kl, sampled_token_loss, masked_advantage,

@@ -5,7 +5,6 @@ import json
 import math
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -349,7 +348,6 @@ def test_all_masked_batch_names_the_interactions(tmp_path, tok, fx):
     long = [it for it in fx if len(encode_interaction(tok, it).completion_ids) > k + 5][:2]
     c = cfg(tmp_path, ignore_first_k=k, batch_size=2, grad_accum=1, epochs=1, max_steps=None)
     tr = HindsightTrainer(c, *tiny_model(tokenizer=tok), interactions=short + long)
-    order = [i for i in range(4)]
     tr._step_items = lambda epoch, step: [[0, 1]] if step == 0 else [[2, 3]]   # put the two short ones in one step
     with pytest.raises(AllMaskedError, match="short-0#turn1"):
         tr.train()

@@ -9,7 +9,7 @@ import mistune
 from latex2mathml.converter import convert as tex_to_mathml
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import PythonLexer, TextLexer, get_lexer_by_name
+from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
 
 # Code is kept as is; `\$` is a literal dollar; inline math may wrap a line, not a paragraph; a closing `$`

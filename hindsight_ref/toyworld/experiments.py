@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from ..data import Interaction
 from ..train import TrainConfig

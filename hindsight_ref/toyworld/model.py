@@ -18,7 +18,7 @@ from ..models import cache_dir, file_lock, quiet_loading
 from ..contexts import TEMPLATES, get_template
 from ..sampling import sample_completions
 from .world import (ATTRS, TOPICS, REQUESTS, PRAISE, CLOSERS, EMOJIS, CASUAL, FORMAL, OPENER, SHORT_MARK,
-                                          LONG_MARKS, APPROVALS, PREFERENCES, COMPLAINTS, EVAL_TOPICS, content_sentences,
+                                          LONG_MARKS, APPROVALS, PREFERENCES, COMPLAINTS, content_sentences,
                                           make_request, parse_style, preference_text, world_conversation)
 
 # %% auto #0
