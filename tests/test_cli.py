@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hindsight_ref import cli
+from hindsight_ref import cli, demo
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -88,7 +88,7 @@ def test_library_callers_get_the_same_checks(tmp_path):
     for kw, msg in (({"n": 0}, "from 1 to"), ({"n": -2}, "from 1 to"), ({"n": 2.5}, "whole number"), ({"max_rows": -1}, "max_rows"),
                     ({"dtype": "fp16"}, "Unknown dtype"), ({"template": "nope"}, "Unknown template")):
         with pytest.raises(ValueError, match=msg): cli.run_demo(out=tmp_path, **kw)
-    with pytest.raises(ValueError, match="from 1 to"): cli.demo_interactions(0)
+    with pytest.raises(ValueError, match="from 1 to"): demo.demo_interactions(0)
 
 
 # ---- train: the config is read and checked before a model is loaded ------------------------------------------------
@@ -107,15 +107,6 @@ def test_train_config_problems(tmp_path, cfg):
     assert not (tmp_path / "run").exists()          # stopped before the trainer made its output folder
 
 
-def _config_checks_types():
-    from hindsight_ref.train import TrainConfig
-    try: TrainConfig(lr="fast")
-    except (ValueError, TypeError): return True
-    return False
-
-
-@pytest.mark.xfail(not _config_checks_types(), strict=True,
-                   reason="needs the type and range checks of TrainConfig.__post_init__ (07_train), which the CLI reports")
 def test_train_wrong_types_fail_before_the_model_loads(cfg):
     cases = [("lr=fast", "float"), ("batch_size=2.5", "int"), ("epochs=two", "int")]
     for (override, expect), (rc, out, err) in zip(cases, run_many(*[["train", cfg, o] for o, _ in cases])):
@@ -124,13 +115,6 @@ def test_train_wrong_types_fail_before_the_model_loads(cfg):
         assert "training of" not in out              # main_train prints that after building the trainer
 
 
-def _trainer_reads_with_data_load_interactions():
-    import hindsight_ref.data, hindsight_ref.train
-    return hindsight_ref.train.load_interactions is hindsight_ref.data.load_interactions
-
-
-@pytest.mark.xfail(not _trainer_reads_with_data_load_interactions(), strict=True,
-                   reason="needs 07_train to read data with hindsight_ref.data.load_interactions")
 def test_train_bad_data_line_names_file_and_line(tmp_path, cfg):
     data = tmp_path / "data.jsonl"
     data.write_text('{"x": [{"role": "user", "content": "hi"}], "y": "hello", "o": "thanks"}\n{"x": [}\n')
@@ -152,8 +136,8 @@ def test_interrupt_exits_130_with_how_to_resume(monkeypatch, capsys, cfg, tmp_pa
     monkeypatch.setattr(cli, "run_demo", interrupted)
     assert cli.main(["demo"]) == 130
     assert "interrupted. Nothing to resume: run the same command again." in capsys.readouterr().err
-    import hindsight_ref.train
-    monkeypatch.setattr(hindsight_ref.train, "main_train", interrupted)
+    import hindsight_ref.trainers
+    monkeypatch.setattr(hindsight_ref.trainers, "main_train", interrupted)
     assert cli.main(["train", str(cfg), "lr=1e-5"]) == 130
     err = capsys.readouterr().err
     assert "No checkpoint was saved" in err and f"hindsight-ref train {cfg} lr=1e-5 resume_from=latest" in err
