@@ -9,9 +9,11 @@ from pathlib import Path
 
 from .demo import DTYPES, run_demo
 
+PROG = "hindsight-ref"
+
 # %% auto #0
-__all__ = ['OneLineParser', 'int_at_least', 'parse_overrides', 'make_parser', 'error_line', 'load_train_config', 'resume_hint',
-           'main']
+__all__ = ['PROG', 'OneLineParser', 'int_at_least', 'parse_overrides', 'make_parser', 'error_line', 'load_train_config',
+           'resume_hint', 'main']
 
 # %% ../nbs/12_cli.ipynb #30ea9687
 class OneLineParser(argparse.ArgumentParser):
