@@ -126,9 +126,9 @@ def _plot_helpers() -> set:
     "Public functions of the package that draw: those with an `ax` argument."
     import hindsight_ref
     names = set()
-    for m in pkgutil.iter_modules(hindsight_ref.__path__):
-        if m.name.startswith("_"): continue
-        mod = importlib.import_module(f"hindsight_ref.{m.name}")
+    for m in pkgutil.walk_packages(hindsight_ref.__path__, "hindsight_ref."):
+        if m.name.rsplit(".", 1)[-1].startswith("_") or m.ispkg: continue
+        mod = importlib.import_module(m.name)
         for name, f in inspect.getmembers(mod, inspect.isfunction):
             if f.__module__ == mod.__name__ and not name.startswith("_") and "ax" in inspect.signature(f).parameters: names.add(name)
     return names
@@ -162,7 +162,7 @@ def test_every_figure_cell_has_its_image_committed(p):
                          + "\n".join(missing))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "hindsight_ref").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "hindsight_ref").rglob("*.py")), ids=lambda p: p.name)
 def test_nothing_forces_offline_mode(path):
     force = [re.compile(rf"setdefault\(\s*[\"']{OFFLINE_VARS}[\"']"),
              re.compile(rf"environ\[\s*[\"']{OFFLINE_VARS}[\"']\s*\]\s*=(?!=)"),
@@ -192,3 +192,59 @@ def test_the_checks_above_can_fail():
     assert re.search(DRAWS, nb.cells[2].source) and not nb.cells[2].outputs
     assert _flags("#| slow\n#| export\nx = 1") == {"slow", "export"}
     assert "control_panel" in _plot_helpers() or _plot_helpers()
+
+
+# ---- one stack: one home per idea ------------------------------------------------------------------------------------
+
+import ast, collections
+
+MODULES = [p for p in sorted((ROOT / "hindsight_ref").rglob("*.py")) if p.name not in ("_modidx.py", "__init__.py")]
+MODULE_NAMES = {p: "hindsight_ref." + ".".join(p.relative_to(ROOT / "hindsight_ref").with_suffix("").parts) for p in MODULES}
+
+
+def test_no_module_is_over_450_lines():
+    long = {MODULE_NAMES[p]: n for p in MODULES if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"modules over 450 lines (split the notebook's idea, or move a piece to its home): {long}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for p in MODULES:
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("hindsight_ref")):
+                found += [f"{MODULE_NAMES[p]} imports {n.module}.{a.name}" for a in n.names if a.name.startswith("_")]
+    assert not found, "make these public (and document them) or move them to the module that uses them:\n" + "\n".join(found)
+
+
+def test_no_two_modules_export_the_same_name():
+    owners = collections.defaultdict(list)
+    for p in MODULES:
+        for name in getattr(importlib.import_module(MODULE_NAMES[p]), "__all__", []): owners[name].append(MODULE_NAMES[p])
+    shared = {k: v for k, v in owners.items() if len(v) > 1}
+    assert not shared, f"public names defined in more than one module (one home per idea): {shared}"
+
+
+def _code_lines(p):
+    "(line number, stripped line) of the statements of a module: no blank lines, comments, imports or one-line docstrings."
+    for i, l in enumerate(p.read_text().splitlines(), 1):
+        s = l.strip()
+        if not s or s.startswith(("#", "import ", "from ")) or (s[0] in "\"'" and s[-1] == s[0] and len(s) > 2): continue
+        yield i, s
+
+
+def test_no_block_of_four_lines_repeats_in_the_package():
+    seen = collections.defaultdict(list)
+    for p in MODULES:
+        lines = list(_code_lines(p))
+        for k in range(len(lines) - 3):
+            seen[tuple(s for _, s in lines[k:k + 4])].append(f"{MODULE_NAMES[p]}:{lines[k][0]}")
+    repeated = {" | ".join(b): w for b, w in seen.items() if len(w) > 1}
+    assert not repeated, "blocks of 4+ statements that appear twice (make one piece of code serve both):\n" + \
+        "\n".join(f"{w}: {b}" for b, w in repeated.items())
+
+
+def test_the_one_stack_checks_can_fail(tmp_path):
+    a = tmp_path / "a.py"; a.write_text("from hindsight_ref.signal import _lm_head\nx = 1\ny = 2\nz = 3\nw = 4\n")
+    assert [s for _, s in _code_lines(a)] == ["x = 1", "y = 2", "z = 3", "w = 4"]
+    node = next(n for n in ast.walk(ast.parse(a.read_text())) if isinstance(n, ast.ImportFrom))
+    assert node.module == "hindsight_ref.signal" and node.names[0].name.startswith("_")
