@@ -28,7 +28,8 @@ step "2/4 nbdev_test over all notebooks (cells flagged slow or cuda are skipped)
 $V/nbdev_test --n_workers 2 --timing || { echo "FAIL: nbdev_test (the failing notebook and cell are printed above)"; exit 1; }
 
 step "3/4 docs build without Quarto (tools/build_docs.py)"
-$V/python tools/build_docs.py --out "$(mktemp -d)" --check || { echo "FAIL: docs build"; exit 1; }
+export DOCS_SITE=$(mktemp -d)  # the browser test in step 4 (tests/test_docs.py, when Chromium is there) opens this build
+$V/python tools/build_docs.py --out "$DOCS_SITE" --check || { echo "FAIL: docs build (problems listed above)"; exit 1; }
 
 step "4/4 pytest tests/"
 $V/python -m pytest tests -q -p no:cacheprovider
