@@ -8,7 +8,8 @@ import torch
 
 from hindsight_ref.contexts import collate, encode_interactions
 from hindsight_ref.data import fixture_interactions
-from hindsight_ref.evaluation import (IF_EXAMPLES, NO_REGRESSION_RULES, WinRate, check_instructions, compare_checks, completion_kl_to,
+from hindsight_ref.signal import completion_kl
+from hindsight_ref.evaluation import (IF_EXAMPLES, NO_REGRESSION_RULES, WinRate, check_instructions, compare_checks,
                                       decide, heldout_texts, ifeval_scores, instruction_checker, instruction_items, kl_to_base,
                                       perplexity, run_checks, two_order, win_rate)
 from hindsight_ref.simulators import RewardJudge
@@ -84,14 +85,14 @@ def test_kl_to_base_zero_for_itself_and_exact_in_float64(tiny, held):
     moved = copy.deepcopy(model)
     with torch.no_grad(): moved.get_output_embeddings().weight.add_(0.02 * torch.randn_like(moved.get_output_embeddings().weight))
     b = collate(encode_interactions(tok, held), tok.pad_token_id)
-    got = completion_kl_to(moved, model, b, chunk_size=7)          # chunking must not change the value
+    got = completion_kl(moved, b, model, "student", "student", chunk_size=7)   # chunking must not change the value
     m64, b64 = copy.deepcopy(moved).double(), copy.deepcopy(model).double()
     L, T = b["student_context_len"], b["completion_ids"].shape[1]
     lp, lq = (m(input_ids=b["student_input_ids"], attention_mask=b["student_attention_mask"],
                 position_ids=b["student_position_ids"]).logits[:, L - 1:L - 1 + T].log_softmax(-1) for m in (m64, b64))
-    want = (lp.exp() * (lp - lq)).sum(-1) * b["loss_mask"]
+    want = (lp.exp() * (lp - lq)).sum(-1) * b["completion_mask"]
     assert torch.allclose(got.double(), want, atol=1e-4 * want.abs().max().item(), rtol=0)
-    assert kl_to_base(moved, model, tok, held) == pytest.approx((want.sum() / b["loss_mask"].sum()).item(), rel=1e-3)
+    assert kl_to_base(moved, model, tok, held) == pytest.approx((want.sum() / b["completion_mask"].sum()).item(), rel=1e-3)
     with pytest.raises(ValueError, match="at least one"): kl_to_base(model, model, tok, [])
 
 
