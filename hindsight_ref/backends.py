@@ -156,10 +156,10 @@ class CachedChat:
 
     def complete(self, batch: list[list[dict]], records: list[dict] | None = None, **settings) -> list[str]:
         keys = [ChatCache.key(self.id, m, settings) for m in batch]
-        todo = {}
+        pending = {}
         for i, k in enumerate(keys):
-            if k not in self.cache: todo.setdefault(k, i)   # one request per distinct key
-        miss = list(todo.values())
+            if k not in self.cache: pending.setdefault(k, i)   # one request per distinct key
+        miss = list(pending.values())
         if miss and self.backend is None:
             raise KeyError(f"{len(miss)} of {len(batch)} answers of {self.id} are not recorded in {self.cache.path}; this cache "
                            f"is replay-only. Pass a backend to compute them.")
