@@ -49,9 +49,13 @@ class WinRate:
     unparseable: int = 0    # pairs with at least one unreadable verdict (counted among the ties)
 
     @property
-    def n(self) -> int: return self.wins + self.losses + self.ties
+    def n(self) -> int:
+        "Number of prompts judged."
+        return self.wins + self.losses + self.ties
     @property
-    def rate(self) -> float: return self.wins / (self.wins + self.losses) if self.wins + self.losses else float("nan")
+    def rate(self) -> float:
+        "wins / (wins + losses); NaN when there was no decision."
+        return self.wins / (self.wins + self.losses) if self.wins + self.losses else float("nan")
     @property
     def se(self) -> float:
         "Analytic standard error sqrt(p (1 - p) / (wins + losses))."
@@ -66,6 +70,7 @@ class WinRate:
         return float(np.std(c[d > 0, 0] / d[d > 0], ddof=1)) if (d > 0).sum() > 1 else float("nan")
 
     def as_dict(self) -> dict:
+        "Counts, rate and analytic standard error as a plain dict (a curves.jsonl record)."
         return dict(wins=self.wins, losses=self.losses, ties=self.ties, unparseable=self.unparseable, rate=self.rate, se=self.se)
 
     def __repr__(self):

@@ -130,6 +130,7 @@ class LLMUser:
         self.settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
 
     def many(self, xs: list, ys: list[str]) -> list[str]:
+        "Follow-ups for many (x, y) in one batch of the backend."
         msgs = [user_messages(self.profile, x, y) for x, y in zip(xs, ys, strict=True)]
         recs = [dict(kind="user", persona=self.persona, x=request_text(x), y=y) for x, y in zip(xs, ys)]
         outs = [strip_thinking(o) for o in self.chat.complete(msgs, records=recs, **self.settings)]
@@ -237,6 +238,7 @@ class LLMJudge:
         self.unreadable: list[str] = []
 
     def many(self, prompts: list, as_: list[str], bs: list[str]) -> list[str | None]:
+        "Verdicts for many pairs in one batch of the backend (None where the answer could not be read)."
         msgs = [judge_messages(self.profile, p, a, b) for p, a, b in zip(prompts, as_, bs, strict=True)]
         recs = [dict(kind="judge", persona=self.persona, x=request_text(p), a=a, b=b) for p, a, b in zip(prompts, as_, bs)]
         raw = self.chat.complete(msgs, records=recs, **self.settings)
