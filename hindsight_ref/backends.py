@@ -43,6 +43,7 @@ class TransformersChat:
 
     @torch.no_grad()
     def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+        "One answer per list of chat messages in `batch` (temperature 0: greedy)."
         eos = sorted({self.eot, *([self.tok.eos_token_id] if self.tok.eos_token_id is not None else [])})
         gc = generation_config(max_tokens, temperature, top_p, pad_token_id=self.pad, eos_token_id=eos)
         dev, out = model_device(self.model), []
@@ -108,6 +109,7 @@ class OpenAIChat:
         return text.strip()
 
     def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+        "One answer per list of chat messages in `batch`, `concurrency` requests at a time, in order."
         f = lambda m: self._one(m, max_tokens, temperature, top_p)
         if self.concurrency <= 1 or len(batch) <= 1: return [f(m) for m in batch]
         with ThreadPoolExecutor(self.concurrency) as ex: return list(ex.map(f, batch))
@@ -133,6 +135,7 @@ class ChatCache:
 
     @staticmethod
     def key(backend_id: str, messages: list[dict], settings: dict) -> str:
+        "The record key: a hash of (backend id, generation settings, messages)."
         s = json.dumps([backend_id, settings, messages], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(s.encode("utf-8")).hexdigest()[:32]
 
@@ -141,6 +144,7 @@ class ChatCache:
     def __len__(self): return len(self.data)
 
     def put(self, key: str, text: str, **record):
+        "Record `text` under `key` (appended to the file and synced, with the readable fields of `record`)."
         self.data[key] = text
         if self.path is None: return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,11 +159,12 @@ class CachedChat:
         self.cache = cache if isinstance(cache, ChatCache) else ChatCache(cache)
 
     def complete(self, batch: list[list[dict]], records: list[dict] | None = None, **settings) -> list[str]:
+        "Recorded answers, computing (in one batch) and recording only the missing ones; `records`: readable fields per item."
         keys = [ChatCache.key(self.id, m, settings) for m in batch]
-        todo = {}
+        pending = {}
         for i, k in enumerate(keys):
-            if k not in self.cache: todo.setdefault(k, i)   # one request per distinct key
-        miss = list(todo.values())
+            if k not in self.cache: pending.setdefault(k, i)   # one request per distinct key
+        miss = list(pending.values())
         if miss and self.backend is None:
             raise KeyError(f"{len(miss)} of {len(batch)} answers of {self.id} are not recorded in {self.cache.path}; this cache "
                            f"is replay-only. Pass a backend to compute them.")
@@ -179,6 +184,7 @@ class LazyChat:
     "A backend built on its first use (a local model is loaded only when an answer is not recorded yet)."
     def __init__(self, build: Callable, id: str): self.build, self.id, self.backend = build, id, None
     def complete(self, batch, **settings):
+        "Build the backend if needed, then answer."
         if self.backend is None: self.backend = self.build()
         return self.backend.complete(batch, **settings)
 

@@ -13,15 +13,14 @@ import torch
 
 from .data import Interaction
 from .contexts import encode_interactions, collate, tokenize_text
-from .signal import completion_hidden, kl_divergence, eval_mode, model_device, to_device
+from .signal import completion_kl, eval_mode, model_device
 from .backends import TransformersChat
 from .simulators import request_text, fixture_file
 
 # %% auto #0
-__all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'completion_kl_to',
-           'kl_to_base', 'heldout_texts', 'perplexity', 'instruction_checker', 'check_instructions',
-           'instruction_items', 'ifeval_scores', 'run_checks', 'compare_checks', 'kl_check', 'perplexity_check',
-           'ifeval_check']
+__all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'kl_to_base',
+           'heldout_texts', 'perplexity', 'instruction_checker', 'check_instructions', 'instruction_items',
+           'ifeval_scores', 'run_checks', 'compare_checks', 'kl_check', 'perplexity_check', 'ifeval_check']
 
 # %% ../nbs/10_evaluation.ipynb #6e1a01cd
 def decide(first, second) -> int:
@@ -50,9 +49,13 @@ class WinRate:
     unparseable: int = 0    # pairs with at least one unreadable verdict (counted among the ties)
 
     @property
-    def n(self) -> int: return self.wins + self.losses + self.ties
+    def n(self) -> int:
+        "Number of prompts judged."
+        return self.wins + self.losses + self.ties
     @property
-    def rate(self) -> float: return self.wins / (self.wins + self.losses) if self.wins + self.losses else float("nan")
+    def rate(self) -> float:
+        "wins / (wins + losses); NaN when there was no decision."
+        return self.wins / (self.wins + self.losses) if self.wins + self.losses else float("nan")
     @property
     def se(self) -> float:
         "Analytic standard error sqrt(p (1 - p) / (wins + losses))."
@@ -67,6 +70,7 @@ class WinRate:
         return float(np.std(c[d > 0, 0] / d[d > 0], ddof=1)) if (d > 0).sum() > 1 else float("nan")
 
     def as_dict(self) -> dict:
+        "Counts, rate and analytic standard error as a plain dict (a curves.jsonl record)."
         return dict(wins=self.wins, losses=self.losses, ties=self.ties, unparseable=self.unparseable, rate=self.rate, se=self.se)
 
     def __repr__(self):
@@ -84,25 +88,14 @@ def win_rate(judge, prompts: list, ys: list[str], ys_ref: list[str]) -> WinRate:
 
 # %% ../nbs/10_evaluation.ipynb #b818e0d2
 @torch.no_grad()
-def completion_kl_to(p_model, q_model, batch: dict, chunk_size: int = 256) -> torch.Tensor:
-    "Per-token KL(p(.|x, y<i) || q(.|x, y<i)) [B, T] over the student side of a collated batch (0 off the loss mask)."
-    T, out = batch["completion_ids"].shape[1], []
-    hs = [completion_hidden(m, batch["student_input_ids"], batch["student_attention_mask"], batch["student_context_len"], T,
-                            batch["student_position_ids"]) for m in (p_model, q_model)]
-    for s in range(0, T, chunk_size):
-        lp, lq = (m.get_output_embeddings()(h[:, s:s + chunk_size]).float().log_softmax(-1) for m, h in zip((p_model, q_model), hs))
-        out.append(kl_divergence(lp, lq))
-    return torch.cat(out, 1) * batch["loss_mask"]
-
 def kl_to_base(model, base, tok, interactions: list[Interaction], batch_size: int = 4, chunk_size: int = 256) -> float:
-    "Mean per-token KL(model || base) over the completion tokens of held-out interactions (student context x)."
+    "Mean per-token KL(model || base) over the completion tokens of held-out interactions (both in the student context x)."
     if not interactions: raise ValueError("kl_to_base needs at least one interaction (x, y, o).")
-    encs, dev = encode_interactions(tok, list(interactions)), model_device(model)
+    encs = encode_interactions(tok, list(interactions))
     tot, n = 0.0, 0
-    with eval_mode(model), eval_mode(base):
-        for i in range(0, len(encs), batch_size):
-            b = to_device(collate(encs[i:i + batch_size], tok.pad_token_id), dev)
-            tot += completion_kl_to(model, base, b, chunk_size).sum().item(); n += int(b["loss_mask"].sum())
+    for i in range(0, len(encs), batch_size):
+        b = collate(encs[i:i + batch_size], tok.pad_token_id)
+        tot += completion_kl(model, b, base, "student", "student", chunk_size).sum().item(); n += int(b["completion_mask"].sum())
     return tot / n
 
 # %% ../nbs/10_evaluation.ipynb #147e4e2c

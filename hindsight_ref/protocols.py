@@ -102,7 +102,9 @@ class Protocol:
         return cls(**d)
 
     @property
-    def total_steps(self) -> int: return sum(p["steps"] for p in self.phases)
+    def total_steps(self) -> int:
+        "Optimizer steps over all phases."
+        return sum(p["steps"] for p in self.phases)
 
     def phase_at(self, step: int) -> int:
         "Index of the phase that the optimizer step after `step` belongs to."
@@ -112,7 +114,9 @@ class Protocol:
             if step < acc: return i
         return len(self.phases) - 1
 
-    def phase_start(self, i: int) -> int: return sum(p["steps"] for p in self.phases[:i])
+    def phase_start(self, i: int) -> int:
+        "The optimizer step at which phase `i` begins."
+        return sum(p["steps"] for p in self.phases[:i])
 
 # %% ../nbs/10b_protocols.ipynb #4999b561
 def _load(load: Callable | None, name: str, **kw):

@@ -130,6 +130,7 @@ class LLMUser:
         self.settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
 
     def many(self, xs: list, ys: list[str]) -> list[str]:
+        "Follow-ups for many (x, y) in one batch of the backend."
         msgs = [user_messages(self.profile, x, y) for x, y in zip(xs, ys, strict=True)]
         recs = [dict(kind="user", persona=self.persona, x=request_text(x), y=y) for x, y in zip(xs, ys)]
         outs = [strip_thinking(o) for o in self.chat.complete(msgs, records=recs, **self.settings)]
@@ -237,6 +238,7 @@ class LLMJudge:
         self.unreadable: list[str] = []
 
     def many(self, prompts: list, as_: list[str], bs: list[str]) -> list[str | None]:
+        "Verdicts for many pairs in one batch of the backend (None where the answer could not be read)."
         msgs = [judge_messages(self.profile, p, a, b) for p, a, b in zip(prompts, as_, bs, strict=True)]
         recs = [dict(kind="judge", persona=self.persona, x=request_text(p), a=a, b=b) for p, a, b in zip(prompts, as_, bs)]
         raw = self.chat.complete(msgs, records=recs, **self.settings)
@@ -256,9 +258,9 @@ class RewardJudge:
         ra, rb = self.reward(prompt, response_a), self.reward(prompt, response_b)
         return "A" if ra > rb else "B" if rb > ra else self.tie
 
-def rule_judge(persona: str, tie: str = "C") -> RewardJudge:
-    "The rule-based judge of a persona: prefers the higher `rule_user(persona).score`."
-    u = rule_user(persona)
+def rule_judge(persona: str, tie: str = "C", **overrides) -> RewardJudge:
+    "The rule-based judge of a persona: prefers the higher `rule_user(persona, **overrides).score`."
+    u = rule_user(persona, **overrides)
     return RewardJudge(lambda prompt, y: u.score(y), tie)
 
 # %% ../nbs/09b_simulators.ipynb #b421a46d
@@ -290,7 +292,7 @@ def make_judge(spec, persona=None, load: Callable | None = None):
     if isinstance(spec, str): spec = {"kind": spec}
     persona = spec.get("persona", persona)
     if persona is None: raise ValueError("A judge needs a persona (a name of PERSONAS or a profile text).")
-    if spec.get("kind") == "rule": return rule_judge(persona, **{k: v for k, v in spec.items() if k == "tie"})
+    if spec.get("kind") == "rule": return rule_judge(persona, **{k: v for k, v in spec.items() if k not in ("kind", "persona")})
     if spec.get("kind") == "llm":
         return LLMJudge(persona, make_backend(spec, load), **_split(spec, {"max_tokens", "temperature", "official_parser"}, "judge"))
     raise ValueError(f"Unknown judge {spec!r}: use 'rule', a callable, or {{kind: rule | llm, ...}}.")

@@ -266,6 +266,8 @@ def test_rule_users_and_judges():
     short, long_, longer = "w " * 10, "w " * 70, "w " * 90
     assert [j(X, short, long_), j(X, longer, long_), j(X, short, "v " * 20)] == ["A", "B", "C"]
     assert RewardJudge(lambda p, y: 0.0, tie="A")(X, "a", "b") == "A"
+    strict = make_judge({"kind": "rule", "max_words": 5}, "concise_casual_beginner")      # a judge with the user's own limit
+    assert strict(X, "w " * 6, "w " * 9) == "A" and j(X, "w " * 6, "w " * 9) == "C"
     with pytest.raises(KeyError, match="known"): rule_user("nobody")
 
 
