@@ -67,8 +67,10 @@ RESUME_SAFE = {"resume_from", "progress", "log_every", "save_every", "keep_check
 
 def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
     "The fields that differ between the checkpoint's config and this one and may not change on resume."
+    flat = all(c.schedule == "constant" and c.warmup_ratio == 0 for c in (saved, cfg))   # the lr ignores the run's length
+    safe = RESUME_SAFE | ({"max_steps", "epochs"} if flat else set())
     return [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
-            if f.name not in RESUME_SAFE and getattr(saved, f.name) != getattr(cfg, f.name)]
+            if f.name not in safe and getattr(saved, f.name) != getattr(cfg, f.name)]
 
 # %% ../nbs/07b_trainers.ipynb #f4aee6b7
 class NonFiniteLossError(RuntimeError):

@@ -9,7 +9,7 @@ import yaml
 
 from hindsight_ref.protocols import (H200, Protocol, estimate_resources, make_prompts, n_params, plot_curves, run_offline,
                                      run_personalization, run_protocol)
-from hindsight_ref.train import TrainConfig, recipes_dir
+from hindsight_ref.trainers import recipes_dir
 
 TINY_TRAIN = dict(model="tiny", lr=1e-3, schedule="constant", warmup_ratio=0.0, batch_size=2, grad_accum=1, max_new_tokens=8,
                   center=True, max_grad_norm=1.0, keep_checkpoints=1)
@@ -76,8 +76,6 @@ def test_offline_protocol_and_sft_baseline(tmp_path):
     rows = {r["name"]: r for r in rep["comparison"]}
     assert rows["kl_to_base"]["before"] == 0 and rows["kl_to_base"]["after"] > 0 and "hindsight_kl" in rows
     assert json.loads((tmp_path / "h" / "report.json").read_text())["steps"] == 1
-    try: TrainConfig(loss="sft")
-    except ValueError: pytest.skip("TrainConfig has no loss: sft yet")
     sft = run_protocol(Protocol(**{**base, "train": {**base["train"], "loss": "sft"}}, output_dir=str(tmp_path / "s")), verbose=False)
     assert sft["loss"] == "sft" and {r["name"] for r in sft["comparison"]} == set(rows)
 
@@ -99,22 +97,10 @@ RECIPES = sorted(p for p in recipes_dir().glob("*.yaml") if p.read_text().lstrip
 
 
 @pytest.fixture(scope="module")
-def toy_models(tok, qwen_tok):
-    "arch -> (model, tokenizer): random_model(arch, toy=True) when the package has it, else a toy model of the same class."
-    try:
-        from hindsight_ref.models import random_model
-        return {a: random_model(a, toy=True) for a in set(ARCH_OF.values())}
-    except ImportError: pass
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-    from hindsight_ref.models import tiny_model
-    out = {"smollm2-135m": tiny_model(tokenizer=tok)}
-    for a in ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"):
-        cfg = Qwen3Config(vocab_size=len(qwen_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, head_dim=16, tie_word_embeddings=a != "qwen3-8b", eos_token_id=qwen_tok.eos_token_id,
-                          pad_token_id=qwen_tok.pad_token_id)
-        torch.manual_seed(0)
-        out[a] = (Qwen3ForCausalLM(cfg).eval(), qwen_tok)
-    return out
+def toy_models():
+    "arch -> (model, tokenizer): a random model of the architecture at toy size, with its real tokenizer."
+    from hindsight_ref.models import random_model
+    return {a: random_model(a, toy=True) for a in set(ARCH_OF.values())}
 
 
 def shrink(spec: Protocol) -> Protocol:
@@ -140,9 +126,6 @@ def test_there_is_a_recipe_per_model_and_protocol():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_end_to_end_at_toy_size(path, toy_models, tmp_path):
-    if yaml.safe_load(path.read_text())["train"].get("loss") == "sft":
-        try: TrainConfig(loss="sft")
-        except ValueError: pytest.skip("TrainConfig has no loss: sft yet")
     spec = Protocol.from_yaml(path)
     assert spec.arch in toy_models and spec.train["model"] in ARCH_OF
     if spec.estimate: assert spec.estimate["total_gb"] < H200["memory_gb"], "the recipe's own estimate must fit one H200"
