@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 # %% auto #0
@@ -110,9 +111,9 @@ def _chunk_logprobs(head, h, ids, softcap):
 def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, softcap: float | None = None) -> torch.Tensor:
     "log p(ids) from hidden states [B, T, H]: LM head + fp32 log-softmax per chunk of rows (checkpointed under grad); 0 where mask is False."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    B, T, H = hidden.shape
-    h, flat = hidden.reshape(B * T, H), ids.reshape(B * T).to(hidden.device)
-    rows = mask.reshape(B * T).to(hidden.device).nonzero()[:, 0] if mask is not None else None
+    B, T, _ = hidden.shape
+    h, flat = rearrange(hidden, "b t h -> (b t) h"), rearrange(ids, "b t -> (b t)").to(hidden.device)   # one row per position
+    rows = rearrange(mask, "b t -> (b t)").to(hidden.device).nonzero()[:, 0] if mask is not None else None
     if rows is not None: h, flat = h[rows], flat[rows]        # padded rows cost nothing
     grad = torch.is_grad_enabled() and h.requires_grad
     parts = []
@@ -121,8 +122,8 @@ def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, soft
         parts.append(checkpoint(_chunk_logprobs, head, hc, ic, softcap, use_reentrant=False) if grad
                      else _chunk_logprobs(head, hc, ic, softcap))
     lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
-    if rows is None: return lp.view(B, T)
-    return torch.zeros(B * T, dtype=lp.dtype, device=lp.device).index_put((rows,), lp).view(B, T)
+    if rows is not None: lp = torch.zeros(B * T, dtype=lp.dtype, device=lp.device).index_put((rows,), lp)
+    return rearrange(lp, "(b t) -> b t", b=B)
 
 def completion_logprobs(model, input_ids, attention_mask, completion_ids, context_len, chunk_size: int = 256,
                         position_ids=None) -> torch.Tensor:
@@ -254,9 +255,9 @@ def token_strings(tokenizer, ids: list[int]) -> list[str]:
 # %% ../nbs/03_signal.ipynb #980fb8bf
 def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
     "Top-k candidates per completion position with their student and teacher probabilities, in chunks of rows."
-    B, T, H = h_s.shape
-    rows = mask.reshape(-1).nonzero()[:, 0]
-    hs, ht = h_s.reshape(B * T, H)[rows], h_t.reshape(B * T, H)[rows]
+    B, T, _ = h_s.shape
+    rows = rearrange(mask, "b t -> (b t)").nonzero()[:, 0]
+    hs, ht = rearrange(h_s, "b t h -> (b t) h")[rows], rearrange(h_t, "b t h -> (b t) h")[rows]
     ids = torch.zeros(B * T, k, dtype=torch.long, device=h_s.device)
     ps, pt = torch.zeros(B * T, k, device=h_s.device), torch.zeros(B * T, k, device=h_s.device)
     for s in range(0, len(rows), chunk_size):
@@ -266,7 +267,7 @@ def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
         top = rank.topk(k, dim=-1).indices
         r = rows[s:s + chunk_size]
         ids[r], ps[r], pt[r] = top, qs.gather(-1, top), qt.gather(-1, top)
-    return ids.view(B, T, k), ps.view(B, T, k), pt.view(B, T, k)
+    return tuple(rearrange(a, "(b t) k -> b t k", b=B) for a in (ids, ps, pt))
 
 def hindsight_signal(model, tokenizer, interactions, template="paper", batch_size: int = 8, top_k: int = 0,
                      max_context_tokens: int = 2048, progress: bool = True, chunk_size: int = 256,
