@@ -36,9 +36,10 @@ from hindsight_ref.losses import reduce_tokens
 from hindsight_ref.signal import completion_logprobs, eval_mode
 
 GPU = dict(arch="qwen3-0.6b", toy=False, batch=8, prompt=256, hindsight=256, completion=1024, dtype="bfloat16", repeats=5,
-           warmup=3, chunk=1024, rollout_batch=64, rollout_prompt=128, rollout_new=256, verify_batch=2, verify_completion=128)
+           warmup=3, chunk=1024, chunk_memory=256, rollout_batch=64, rollout_prompt=128, rollout_new=256, verify_batch=2,
+           verify_completion=128)
 CPU = dict(arch="qwen3-0.6b", toy=True, batch=2, prompt=16, hindsight=8, completion=48, dtype="float32", repeats=3, warmup=1,
-           chunk=24, rollout_batch=4, rollout_prompt=16, rollout_new=16, verify_batch=2, verify_completion=8)
+           chunk=48, chunk_memory=16, rollout_batch=4, rollout_prompt=16, rollout_new=16, verify_batch=2, verify_completion=8)
 TOY = dict(num_hidden_layers=4)   # the CPU shape: toy Qwen3 (real vocabulary, hidden 64, 4 layers)
 
 
@@ -157,6 +158,9 @@ def grads(model):
 def rel(x, y): return ((x - y).norm() / y.norm().clamp(min=1e-30)).item()
 
 
+def chunk_of(a, mode): return a["chunk_memory"] if mode == "memory" else a["chunk"]
+
+
 def loss_fn(loss, mode, chunk):
     if mode == "naive": return lambda m, b: naive_loss(m, b, loss)
     if mode == "reference": return lambda m, b: reference_loss(m, b, loss, chunk)
@@ -169,7 +173,7 @@ def verify(a, dev, loss, mode, dtype, batch, compile_):
     for m_ in ("naive", mode):
         m, _ = build(a, dev, dtype, reads_context=True)
         configure_step(m, m_ if m_ in ("speed", "memory") else "reference", compile=compile_)
-        val = loss_fn(loss, m_, a["chunk"])(m, batch); val.backward()
+        val = loss_fn(loss, m_, chunk_of(a, m_))(m, batch); val.backward()
         out.append((val.detach().float(), grads(m)))
         del m; gc.collect()
     (l0, g0), (l1, g1) = out
@@ -185,7 +189,7 @@ def prepare(a, dev, dtype, loss, mode, batch, vbatch):
         if dtype != torch.float32: r["err_dt"] = verify(a, dev, loss, mode, dtype, batch, compile_=None)
     model, _ = build(a, dev, dtype)
     configure_step(model, mode if mode in ("speed", "memory") else "reference")
-    opt, fn = torch.optim.AdamW(model.parameters(), lr=1e-6), loss_fn(loss, mode, a["chunk"])
+    opt, fn = torch.optim.AdamW(model.parameters(), lr=1e-6), loss_fn(loss, mode, chunk_of(a, mode))
     def step():
         opt.zero_grad(set_to_none=True)
         fn(model, batch).backward(); opt.step()
@@ -283,6 +287,9 @@ def time_rollouts(a, dev, dtype, log):
 
 
 # ---- the table ------------------------------------------------------------------------------------------------------------
+ORDER = [(l, m) for l in ("sampled_token", "full") for m in ("naive", "reference", "speed", "memory")]
+
+
 def table(res, ceiling, flops):
     "Markdown table: throughput, peak memory, TFLOP/s and share of the matmul ceiling, ratios to the naive row of each loss."
     naive = {r["loss"]: r for r in res if r["kind"] == "step" and r["mode"] == "naive" and "error" not in r}
@@ -304,7 +311,8 @@ def table(res, ceiling, flops):
         out += ["", "| rollouts (greedy) | generated tok/s | vs generate | check |", "|---|---|---|---|"]
         for r in rolls:
             c = "; ".join(f"{k}: {v:.1e}" if isinstance(v, float) else f"{k}: {v}" for k, v in r["check"].items())
-            out.append(f"| {r['mode']} | {r['tok_s']:,.0f} | {r['tok_s'] / gen['tok_s']:.2f}x | {c} ({'ok' if r['ok'] else 'FAILED'}) |")
+            vs = f"{r['tok_s'] / gen['tok_s']:.2f}x" if gen else ""
+            out.append(f"| {r['mode']} | {r['tok_s']:,.0f} | {vs} | {c} ({'ok' if r['ok'] else 'FAILED'}) |")
     return "\n".join(out)
 
 
@@ -330,10 +338,11 @@ def render(results: dict) -> str:
     a = results["settings"]
     head = (f"Measured {results['date']} on {results['machine']}. Shape: {a['arch']}{' (toy: ' + str(TOY) + ')' if a['toy'] else ''}, "
             f"{a['dtype']}, AdamW, batch {a['batch']}, prompt {a['prompt']}, hindsight block {a['hindsight']}, completion "
-            f"{a['completion']}, LM-head chunk {a['chunk']}; medians of {a['repeats']} steps after {a['warmup']} warm-up steps. "
+            f"{a['completion']}, LM-head chunk {a['chunk']} rows ({a['chunk_memory']} in memory mode); medians of {a['repeats']} steps after {a['warmup']} warm-up steps. "
             f"Matmul ceiling measured in the same run: {results['ceiling']:.3g} TFLOP/s. Rollouts: batch {a['rollout_batch']}, "
             f"{a['rollout_new']} new tokens. Whole run: {results['wall_s']:.0f} s.")
-    return head + "\n\n" + table(results["rows"], results["ceiling"], results["flops"])
+    errs = "".join(f"\n\nRollouts failed: {e['error']}" for e in results.get("errors", []))
+    return head + "\n\n" + table(results["rows"], results["ceiling"], results["flops"]) + errs
 
 
 def main(argv=None):
@@ -362,7 +371,12 @@ def main(argv=None):
     only = set(filter(None, args.only.split(","))) or {"sampled", "full", "rollouts"}
     t_start = time.time()
     if not dev.startswith("cuda"): cpu_memory_tracks_use()
-    log = lambda r: print(json.dumps({k: v for k, v in r.items()}, default=str), flush=True)
+    res = []
+    def log(r):
+        "Print a finished row, keep it, and save what is measured so far."
+        print(json.dumps(r, default=str), flush=True)
+        if all(r is not x for x in res): res.append(r)
+        save()
     print(f"{machine(dev)}\nsettings: {a}", flush=True)
     ceiling = matmul_ceiling(dev)
     print(f"matmul ceiling: {ceiling:.3g} TFLOP/s", flush=True)
@@ -371,20 +385,26 @@ def main(argv=None):
     batch = make_batch(a["batch"], a["prompt"], a["hindsight"], a["completion"], cfg.vocab_size, dev)
     vbatch = make_batch(a["verify_batch"], a["prompt"], a["hindsight"], a["verify_completion"], cfg.vocab_size, dev, seed=1)
     flops = step_flops(cfg, a["batch"], a["prompt"], a["prompt"] + a["hindsight"], a["completion"])
-    rows = []
-    if "sampled" in only: rows += [("sampled_token", m) for m in ("naive", "reference", "speed", "memory")]
-    if "full" in only: rows += [("full", m) for m in ("naive", "reference", "speed", "memory")]
-    res = time_rows(a, dev, dtype, rows, batch, vbatch, log)
+    def save():
+        "Write what is measured so far (a run stopped by a time limit keeps its finished rows)."
+        rows_ = sorted([r for r in res if r["kind"] != "rollout_error"], key=lambda r: (r["kind"], ORDER.index((r.get("loss"), r["mode"]))
+                                                                                          if r["kind"] == "step" else 0))
+        out = dict(section="gpu" if dev.startswith("cuda") else "cpu", date=time.strftime("%Y-%m-%d"), machine=machine(dev),
+                   settings=a, ceiling=ceiling, flops=flops, rows=rows_, errors=[r for r in res if r["kind"] == "rollout_error"],
+                   wall_s=time.time() - t_start)
+        if args.json: Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        if args.update_doc: update_doc(args.update_doc, out["section"], render(out))
+        return out
+    def rows_for(loss, modes): return [(loss, m) for m in modes] if {"sampled_token": "sampled", "full": "full"}[loss] in only else []
+    # most wanted first, so that a run stopped by a time limit has measured what matters
+    time_rows(a, dev, dtype, rows_for("sampled_token", ("naive", "speed", "memory")) + rows_for("full", ("naive", "memory", "speed")),
+              batch, vbatch, log)
     if "rollouts" in only:
-        try: res += time_rollouts(a, dev, dtype, log)
-        except Exception as e: res.append(dict(kind="rollout_error", error=f"{type(e).__name__}: {str(e)[:300]}")); log(res[-1])
-    results = dict(section="gpu" if dev.startswith("cuda") else "cpu", date=time.strftime("%Y-%m-%d"), machine=machine(dev),
-                   settings=a, ceiling=ceiling, flops=flops, rows=[r for r in res if r["kind"] != "rollout_error"],
-                   errors=[r for r in res if r["kind"] == "rollout_error"], wall_s=time.time() - t_start)
-    text = render(results)
-    print("\n" + text)
-    if args.json: Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    if args.update_doc: update_doc(args.update_doc, results["section"], text)
+        try: time_rollouts(a, dev, dtype, log)
+        except Exception as e: log(dict(kind="rollout_error", error=f"{type(e).__name__}: {str(e)[:300]}"))
+    time_rows(a, dev, dtype, rows_for("sampled_token", ("reference",)) + rows_for("full", ("reference",)), batch, vbatch, log)
+    results = save()
+    print("\n" + render(results))
     return results
 
 

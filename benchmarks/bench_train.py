@@ -50,7 +50,7 @@ def main(argv=None):
         del model
         overrides = [] if a.gpu else ["max_steps=2", "batch_size=2", "max_new_tokens=8"]
         for name in ("qwen3_0.6b_offline.yaml", "qwen3_0.6b_online.yaml"):
-            try: rows.append(run(RECIPES / name, folder, Path(d) / name.split(".")[0], dev, overrides))
+            try: rows.append(run(RECIPES / name, folder, Path(d) / name.removesuffix(".yaml"), dev, overrides))
             except Exception as e: rows.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             print(json.dumps(rows[-1]), flush=True)
             if a.gpu: torch.cuda.empty_cache()

