@@ -35,8 +35,8 @@ from hindsight_ref.fused import configure_step, fused_hindsight_terms
 from hindsight_ref.losses import reduce_tokens
 from hindsight_ref.signal import completion_logprobs, eval_mode
 
-GPU = dict(arch="qwen3-0.6b", toy=False, batch=8, prompt=256, hindsight=256, completion=1024, dtype="bfloat16", repeats=5,
-           warmup=3, chunk=1024, chunk_memory=256, rollout_batch=64, rollout_prompt=128, rollout_new=256, verify_batch=2,
+GPU = dict(arch="qwen3-0.6b", toy=False, batch=8, prompt=256, hindsight=256, completion=1024, dtype="bfloat16", repeats=3,
+           warmup=2, chunk=1024, chunk_memory=256, rollout_batch=64, rollout_prompt=128, rollout_new=256, verify_batch=2,
            verify_completion=128)
 CPU = dict(arch="qwen3-0.6b", toy=True, batch=2, prompt=16, hindsight=8, completion=48, dtype="float32", repeats=3, warmup=1,
            chunk=48, chunk_memory=16, rollout_batch=4, rollout_prompt=16, rollout_new=16, verify_batch=2, verify_completion=8)
@@ -167,33 +167,49 @@ def loss_fn(loss, mode, chunk):
     return lambda m, b: fast_loss(m, b, loss, chunk)
 
 
-def verify(a, dev, loss, mode, dtype, batch, compile_):
-    "Relative errors of loss and gradients of one step of `mode` against the naive step (same fresh weights, same batch)."
+def first_step(model, fn, batch):
+    "Loss and flattened gradients of one step (no optimizer step); the gradients are cleared afterwards."
+    val = fn(model, batch); val.backward()
+    out = (val.detach().float(), grads(model))
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def verify(a, dev, loss, mode, batch):
+    "float32, no compilation: relative errors of loss and gradients of `mode` against the naive step (same fresh weights)."
     out = []
     for m_ in ("naive", mode):
-        m, _ = build(a, dev, dtype, reads_context=True)
-        configure_step(m, m_ if m_ in ("speed", "memory") else "reference", compile=compile_)
-        val = loss_fn(loss, m_, chunk_of(a, m_))(m, batch); val.backward()
-        out.append((val.detach().float(), grads(m)))
+        m, _ = build(a, dev, torch.float32, reads_context=True)
+        configure_step(m, m_ if m_ in ("speed", "memory") else "reference", compile=False)
+        out.append(first_step(m, loss_fn(loss, m_, chunk_of(a, m_)), batch))
         del m; gc.collect()
     (l0, g0), (l1, g1) = out
     return rel(l1, l0), rel(g1, g0)
 
 
 def prepare(a, dev, dtype, loss, mode, batch, vbatch):
-    "Verify, then build the timed model and optimizer and run the warm-up steps (compilation happens here)."
-    r = dict(kind="step", loss=loss, mode=mode)
+    "Verify in float32, build the timed model, compare its first step with the naive one (timed dtype), warm up."
+    r, fn = dict(kind="step", loss=loss, mode=mode), loss_fn(loss, mode, chunk_of(a, mode))
+    ref = None
     if mode != "naive":
-        r["err32"] = verify(a, dev, loss, mode, torch.float32, vbatch, compile_=False)
+        r["err32"] = verify(a, dev, loss, mode, vbatch)
         if max(r["err32"]) > 1e-5: raise AssertionError(f"float32 check failed: relative errors {r['err32']}")
-        if dtype != torch.float32: r["err_dt"] = verify(a, dev, loss, mode, dtype, batch, compile_=None)
-    model, _ = build(a, dev, dtype)
+        if dtype != torch.float32:
+            m0, _ = build(a, dev, dtype, reads_context=True)
+            ref = first_step(m0, loss_fn(loss, "naive", 0), batch)
+            del m0; gc.collect()
+            if dev.startswith("cuda"): torch.cuda.empty_cache()
+    model, _ = build(a, dev, dtype, reads_context=True)     # the weights do not change the speed; this init reads context
     configure_step(model, mode if mode in ("speed", "memory") else "reference")
-    opt, fn = torch.optim.AdamW(model.parameters(), lr=1e-6), loss_fn(loss, mode, chunk_of(a, mode))
+    t0 = time.perf_counter()
+    if ref is not None:                                     # the first step doubles as the first warm-up (compilation)
+        got = first_step(model, fn, batch)
+        r["err_dt"] = (rel(got[0], ref[0]), rel(got[1], ref[1]))
+        del got, ref
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     def step():
         opt.zero_grad(set_to_none=True)
         fn(model, batch).backward(); opt.step()
-    t0 = time.perf_counter()
     for _ in range(a["warmup"]): step()
     sync(dev); r["warmup_s"] = time.perf_counter() - t0
     return r, step
@@ -235,6 +251,16 @@ def time_rows(a, dev, dtype, rows, batch, vbatch, log):
     return res
 
 
+def tokenize_contexts(tok, xs):
+    "Left-padded student contexts, rendered as the sampler renders them: (ids, attention mask, width)."
+    from hindsight_ref.contexts import get_template, render_chat, tokenize_text
+    ctx = [tokenize_text(tok, render_chat(tok, get_template("paper").student_messages(x))) for x in xs]
+    L = max(map(len, ctx))
+    ids = torch.full((len(ctx), L), tok.pad_token_id); am = torch.zeros_like(ids)
+    for i, c in enumerate(ctx): ids[i, L - len(c):] = torch.tensor(c); am[i, L - len(c):] = 1
+    return ids, am, L
+
+
 def time_rollouts(a, dev, dtype, log):
     "Greedy rollouts: default generate vs the sampler, plain and fast; tokens identical (float32) or log-probs re-scored (bf16)."
     from hindsight_ref.sampling import sample_completions
@@ -245,23 +271,21 @@ def time_rollouts(a, dev, dtype, log):
     xs = [[{"role": "user", "content": " ".join(words[int(i)] for i in torch.randint(0, 8, (a["rollout_prompt"] // 2,), generator=g))}]
           for _ in range(a["rollout_batch"])]
     n, res = a["rollout_new"], []
-    def run(name, fn, reps):
-        fn()                                                    # warm-up (compilation for the fast path)
-        ts = []
-        for _ in range(reps):
-            sync(dev); t0 = time.perf_counter(); out = fn(); sync(dev); ts.append(time.perf_counter() - t0)
-        return out, statistics.median(ts)
-    s_plain, t_plain = run("plain", lambda: sample_completions(model, tok, xs, max_new_tokens=n, temperature=0), 2)
-    ctx = s_plain.context_ids
-    L = max(map(len, ctx))
-    ids = torch.full((len(ctx), L), tok.pad_token_id); am = torch.zeros_like(ids)
-    for i, c in enumerate(ctx): ids[i, L - len(c):] = torch.tensor(c); am[i, L - len(c):] = 1
+    ids, am, L = tokenize_contexts(tok, xs)
     ids, am = ids.to(dev), am.to(dev)
-    with eval_mode(model), torch.no_grad():
-        gen, t_gen = run("generate", lambda: model.generate(input_ids=ids, attention_mask=am, do_sample=False, max_new_tokens=n,
-                                                             min_new_tokens=n, pad_token_id=tok.pad_token_id), 2)
-    s_fast, t_fast = run("fast", lambda: sample_completions(model, tok, xs, max_new_tokens=n, temperature=0, fast=True,
-                                                            batch_size=len(xs)), 2)
+    def generate():
+        with eval_mode(model), torch.no_grad():
+            return model.generate(input_ids=ids, attention_mask=am, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                                  pad_token_id=tok.pad_token_id)
+    fns = {"generate": generate,
+           "plain": lambda: sample_completions(model, tok, xs, max_new_tokens=n, temperature=0),
+           "fast": lambda: sample_completions(model, tok, xs, max_new_tokens=n, temperature=0, fast=True, batch_size=len(xs))}
+    outs = {k: f() for k, f in fns.items()}                     # warm-up (compilation for the fast path)
+    ts = {k: [] for k in fns}
+    for _ in range(3):                                          # in turn, so that load swings hit every path alike
+        for k, f in fns.items():
+            sync(dev); t0 = time.perf_counter(); outs[k] = f(); sync(dev); ts[k].append(time.perf_counter() - t0)
+    (gen, t_gen), (s_plain, t_plain), (s_fast, t_fast) = ((outs[k], statistics.median(ts[k])) for k in ("generate", "plain", "fast"))
     n_tok = lambda s: sum(map(len, s.completion_ids))
     check = {}
     if dtype == torch.float32:
