@@ -4,32 +4,79 @@
 
 # %% ../nbs/11_cli.ipynb #2748d04f
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, shlex, sys, time, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_TAGS', 'demo_interactions', 'token_table', 'run_demo', 'parse_overrides', 'main']
+__all__ = ['PROG', 'DEMO_TAGS', 'DTYPES', 'demo_pool', 'demo_interactions', 'check_device', 'check_demo_args', 'token_table',
+           'run_demo', 'OneLineParser', 'int_at_least', 'parse_overrides', 'make_parser', 'error_line',
+           'load_train_config', 'resume_hint', 'main']
 
 # %% ../nbs/11_cli.ipynb #438e3d49
+PROG = "hindsight-ref"
 DEMO_TAGS = ("paper_fig1", "paper_fig2", "paper_fig8")
+DTYPES = ("float32", "bfloat16", "float16")
 
-def demo_interactions(n: int = 3, tags=DEMO_TAGS):
-    "Up to `n` fixture interactions for the demo, each paired with its control (the unrelated follow-up)."
-    from hindsight_ref.data import fixture_interactions, control_interactions
+def demo_pool(tags=DEMO_TAGS) -> list:
+    "The interactions the demo draws from: the first turn of each fixture conversation with an unrelated follow-up, `tags` first."
+    from hindsight_ref.data import fixture_interactions
     its, seen = [], set()
-    for it in fixture_interactions(tags=tags) + fixture_interactions():  # the first turn of each tagged conversation first
+    for it in fixture_interactions(tags=tags) + fixture_interactions():
         cid = it.meta.get("conversation_id")
         if it.meta.get("unrelated_followup") and cid not in seen: its.append(it); seen.add(cid)
-    its = its[:n]
-    if not its: raise RuntimeError("No fixture interaction has an unrelated follow-up: the fixture set is damaged; reinstall hindsight_ref.")
-    return its, control_interactions(its)
+    if not its: raise RuntimeError("No fixture interaction has an unrelated follow-up: the fixture set is damaged. Fix: reinstall hindsight_ref.")
+    return its
 
-# %% ../nbs/11_cli.ipynb #6ae5342c
+def _check_n(n, pool_size: int):
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= pool_size:
+        raise ValueError(f"n must be a whole number from 1 to {pool_size} (the bundled interactions that have a control), "
+                         f"got {n!r}.")
+
+def demo_interactions(n: int = 3, tags=DEMO_TAGS):
+    "`n` fixture interactions for the demo, each paired with its control (the unrelated follow-up)."
+    from hindsight_ref.data import control_interactions
+    pool = demo_pool(tags)
+    _check_n(n, len(pool))
+    return pool[:n], control_interactions(pool[:n])
+
+def check_device(device: str | None):
+    "Check that torch can use `device` (None: the default device); the error says which devices there are."
+    if device is None: return
+    import torch
+    kind, _, idx = str(device).partition(":")
+    have = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []) \
+           + (["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
+    if device in have: return
+    why = {"cuda": "no CUDA device is visible to torch here" if torch.cuda.is_available() is False else "there is no such CUDA device",
+           "mps": "no Apple MPS device is available"}.get(kind, "it is not a device name")
+    raise ValueError(f"Cannot use device {device!r}: {why}. Fix: use one of {', '.join(have)} (or leave it out for the default).")
+
+def check_demo_args(n: int = 3, template: str = "paper", max_rows: int | None = 40, dtype: str = "float32",
+                    device: str | None = None, out: str | Path = "runs/demo") -> Path:
+    "Check the demo's arguments before anything is loaded, and create the output folder; returns it."
+    _check_n(n, len(demo_pool()))
+    if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0):
+        raise ValueError(f"max_rows must be a whole number >= 0 (0 or None: all rows), got {max_rows!r}.")
+    if dtype not in DTYPES: raise ValueError(f"Unknown dtype {dtype!r}. Fix: use one of {', '.join(DTYPES)}.")
+    from hindsight_ref.contexts import TEMPLATES   # imports torch
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown template {template!r}. Fix: use one of {', '.join(sorted(TEMPLATES))}.")
+    check_device(device)
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"The output folder {out} is a file. Fix: pass a folder (--out).")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"Cannot create the output folder {out}: {e.strerror}. Fix: pass a folder you can "
+                                          f"write to (--out).") from e
+    if not os.access(out, os.W_OK): raise ValueError(f"Cannot write to {out}. Fix: pass a folder you can write to (--out).")
+    return out
+
+# %% ../nbs/11_cli.ipynb #bf125c86
 def token_table(real, control=None, max_rows: int | None = None) -> str:
     "A per-token table of one `Signal` (and optionally its control): token, log p student, log p hindsight, A."
     head = f"{'i':>3}  {'token':<16} {'logp_student':>12} {'logp_hindsight':>14} {'A':>8}"
     if control is not None: head += f" {'A_control':>10}"
     rows = [head, "-" * len(head)]
+    if max_rows is not None and max_rows < 0: raise ValueError(f"max_rows must be >= 0 (None: all rows), got {max_rows}.")
     n = len(real.tokens) if max_rows is None else min(max_rows, len(real.tokens))
     for i in range(n):
         t = repr(real.tokens[i])[1:-1][:16]
@@ -39,19 +86,19 @@ def token_table(real, control=None, max_rows: int | None = None) -> str:
     if n < len(real.tokens): rows.append(f"... {len(real.tokens) - n} more tokens (see signals.jsonl)")
     return "\n".join(rows)
 
-# %% ../nbs/11_cli.ipynb #bf125c86
+# %% ../nbs/11_cli.ipynb #2263af3f
 def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, out: str | Path = "runs/demo",
              max_rows: int | None = 40, dtype: str = "float32", device: str | None = None, quiet: bool = False,
              progress: bool = True):
     "Score `n` bundled interactions and their controls; print the tables, write `signals.jsonl` and `signal_<k>.png` to `out`."
+    t0 = time.time()
+    out = check_demo_args(n, template, max_rows, dtype, device, out)    # before anything heavy is imported or loaded
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from hindsight_ref.models import load_model
     from hindsight_ref.signal import hindsight_signal
     from hindsight_ref.viz import control_panel
     say = (lambda *a: None) if quiet else print
-    t0 = time.time()
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(model_name, dtype=dtype, device=device)
     say(f"model {model_name}: loaded in {time.time() - t0:.1f}s")
     its, controls = demo_interactions(n)
@@ -62,12 +109,14 @@ def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper",
         say(token_table(r, c, max_rows=max_rows))
         say(f"    sequence advantage (Eq. 7): real {r.sequence_advantage:+.2f}, control {c.sequence_advantage:+.2f};"
             f" mean |A|: real {r.mean_abs_advantage:.3f}, control {c.mean_abs_advantage:.3f}")
-    with open(out / "signals.jsonl", "w") as f:
+    tmp = out / "signals.jsonl.tmp"              # written whole, then renamed: an interrupted run leaves no half file
+    with open(tmp, "w") as f:
         for r, c in zip(real, ctrl):
             f.write(json.dumps({"x": r.interaction.x, "y": r.interaction.y, "o": r.interaction.o, "o_control": c.interaction.o,
                                 "template": template, "tokens": r.tokens, "token_ids": r.token_ids,
                                 "logp_student": r.logp_student.tolist(), "logp_hindsight": r.logp_teacher.tolist(),
                                 "advantage": r.advantage.tolist(), "advantage_control": c.advantage.tolist()}) + "\n")
+    os.replace(tmp, out / "signals.jsonl")
     figs = []
     for k, (r, c) in enumerate(zip(real, ctrl)):
         fig = control_panel(r, c, max_tokens=144)[0].figure
@@ -80,41 +129,114 @@ def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper",
     return real, ctrl
 
 # %% ../nbs/11_cli.ipynb #3ca8c8c0
+class OneLineParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose errors are one line, `PROG: error: ...`, exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
+
+def int_at_least(lo: int):
+    "An argparse type: a whole number >= `lo`."
+    def parse(s: str) -> int:
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {s!r}") from None
+        if v < lo: raise argparse.ArgumentTypeError(f"must be a whole number >= {lo}, got {v}")
+        return v
+    return parse
+
 def parse_overrides(pairs) -> dict:
     "`['lr=1e-5', 'max_steps=10']` -> `{'lr': 1e-05, 'max_steps': 10}` (values read as YAML scalars)."
-    import yaml
+    import re, yaml
     out = {}
     for p in pairs or []:
         k, sep, v = p.partition("=")
-        if not sep or not k.strip():
-            raise SystemExit(f"hindsight-ref train: override {p!r} is not key=value (e.g. lr=1e-5 max_steps=10)")
-        val = yaml.safe_load(v)
-        if isinstance(val, str):  # YAML 1.1 reads 1e-5 as a string
-            try: val = float(val)
-            except ValueError: pass
-        out[k.strip()] = val
+        k = k.strip()
+        if not sep or not k.isidentifier():
+            raise ValueError(f"override {p!r} is not key=value. Fix: write config fields as key=value, e.g. lr=1e-5 max_steps=10.")
+        if k in out: raise ValueError(f"{k} is given twice ({k}={out[k]!r} and {p!r}). Fix: give each field once.")
+        try: val = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {p!r}: the value is not a YAML scalar ({getattr(e, 'problem', e)}). Fix: quote it, "
+                             f"e.g. {k}='\"...\"'.") from None
+        if isinstance(val, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", val.strip()):
+            val = float(val)   # YAML 1.1 reads 1e-5 (no dot) as a string
+        out[k] = val
     return out
 
-# %% ../nbs/11_cli.ipynb #1951c282
-def main(argv=None):
-    "Entry point of the `hindsight-ref` command."
-    p = argparse.ArgumentParser(prog="hindsight-ref", description="Hindsight self-distillation from user interactions.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def make_parser() -> argparse.ArgumentParser:
+    "The `hindsight-ref` argument parser."
+    p = OneLineParser(prog=PROG, description="Hindsight self-distillation from user interactions.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{demo,train}")
     d = sub.add_parser("demo", help="score bundled interactions with and without the follow-up; print tables, write a figure")
     d.add_argument("--model", default="smollm2-135m-instruct", help="alias, local folder or hub id")
     d.add_argument("--template", default="paper", help="hindsight template: paper (default), offline_code, online_code, turns")
-    d.add_argument("--n", type=int, default=3, help="number of bundled interactions")
+    d.add_argument("--n", type=int_at_least(1), default=3, help="number of bundled interactions (1 to the fixture set's size)")
     d.add_argument("--out", default="runs/demo", help="output folder")
-    d.add_argument("--max-rows", type=int, default=40, help="rows of each per-token table (0: all)")
-    d.add_argument("--dtype", default="float32")
-    d.add_argument("--device", default=None)
+    d.add_argument("--max-rows", type=int_at_least(0), default=40, help="rows of each per-token table (0: all)")
+    d.add_argument("--dtype", default="float32", choices=DTYPES)
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
     t = sub.add_parser("train", help="train from a YAML config (see hindsight_ref/recipes/)")
     t.add_argument("config", help="path to a YAML config")
     t.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
-    a = p.parse_args(argv)
-    if a.cmd == "demo":
-        run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device)
-    elif a.cmd == "train":
-        from hindsight_ref.train import main_train
-        main_train(a.config, **parse_overrides(a.overrides))
+    for s in (d, t): s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    return p
+
+# %% ../nbs/11_cli.ipynb #1951c282
+def error_line(e: BaseException) -> str:
+    "An exception as one line: its message with newlines folded (and its type, for kinds that usually mean a bug)."
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    msg = " ".join(msg.split())
+    if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError, ImportError)) or not msg:
+        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return msg
+
+def load_train_config(config, overrides=()):
+    "The `TrainConfig` of `config` with `key=value` overrides; every error names the file (and line) and the fix."
+    import yaml
+    ov, p = parse_overrides(overrides), Path(config)
+    if not p.is_file():
+        raise FileNotFoundError(f"No config file at {p}. Fix: pass the path of a YAML config (examples in hindsight_ref/recipes/).")
+    try:
+        yaml.safe_load(p.read_text(encoding="utf-8"))   # the syntax first: a typo is reported before torch is imported
+        from hindsight_ref.train import TrainConfig
+        return TrainConfig.from_yaml(p, **ov), ov
+    except yaml.YAMLError as e:
+        mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f"{config}:{mark.line + 1}" if mark is not None else str(config)
+        what = getattr(e, "problem", None) or e
+        if getattr(e, "context", None) and ctx is not None: what = f"{what}; {e.context} from line {ctx.line + 1}"
+        raise ValueError(f"{where}: not valid YAML ({what}). Fix: the config is a mapping of TrainConfig fields, one "
+                         f"`key: value` per line (see hindsight_ref/recipes/).") from None
+
+def resume_hint(config, overrides=()) -> str:
+    "What an interrupted `train` left on disk and the command that resumes it."
+    cmd = shlex.join([PROG, "train", str(config)] + [o for o in overrides if not o.startswith("resume_from=")] + ["resume_from=latest"])
+    try: cfg, _ = load_train_config(config, overrides)
+    except Exception: return f"To resume from the newest checkpoint: {cmd}"
+    cks = sorted((Path(cfg.output_dir) / "checkpoints").glob("step-*[0-9]"))
+    if cks: return f"The newest checkpoint is {cks[-1]}; resume with: {cmd}"
+    return (f"No checkpoint was saved (save_every={cfg.save_every}), so the run starts over: set save_every=N to checkpoint "
+            f"every N steps, and resume an interrupted run with: {cmd}")
+
+def main(argv=None) -> int:
+    "Entry point of `hindsight-ref`: one-line errors (exit 1, or 2 for a malformed command line), `--debug`, Ctrl-C exits 130."
+    a = make_parser().parse_args(argv)
+    try:
+        if a.cmd == "demo":
+            run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device)
+        else:
+            _, ov = load_train_config(a.config, a.overrides)    # the config's checks run before any model is loaded
+            from hindsight_ref.train import main_train
+            main_train(a.config, **ov)
+    except KeyboardInterrupt:
+        if a.debug: traceback.print_exc()
+        hint = resume_hint(a.config, a.overrides) if a.cmd == "train" else "Nothing to resume: run the same command again."
+        print(f"\n{PROG}: interrupted. {hint}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if a.debug: traceback.print_exc()
+        print(f"{PROG}: error: {error_line(e)}" + ("" if a.debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return 1
     return 0
+
+if __name__ == "__main__" and "IPython" not in sys.modules: sys.exit(main())

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
-from .data import Interaction, FilterReport
+from .data import Interaction, FilterReport, ON_BAD_RECORD, interaction_name
 
 # %% auto #0
-__all__ = ['PLACEMENTS', 'TEMPLATES', 'DEFAULT_TEMPLATE', 'HindsightTemplate', 'get_template', 'register_template',
-           'chat_template_kwargs', 'render_chat', 'tokenize_text', 'end_of_turn_id', 'EncodingError',
-           'EncodedInteraction', 'encode_interaction', 'encode_interactions', 'ContextView', 'show_contexts', 'collate',
-           'encoded_to_dataset', 'encoded_from_dataset']
+__all__ = ['PLACEMENTS', 'TEMPLATES', 'DEFAULT_TEMPLATE', 'NO_TRUNCATION', 'HindsightTemplate', 'get_template',
+           'register_template', 'chat_template_kwargs', 'render_chat', 'tokenize_text', 'end_of_turn_id',
+           'EncodingError', 'EncodedInteraction', 'model_max_positions', 'fit_contexts', 'encode_interaction',
+           'encode_interactions', 'ContextView', 'show_contexts', 'collate', 'encoded_to_dataset',
+           'encoded_from_dataset']
 
 # %% ../nbs/02_contexts.ipynb #f79b8555
 PLACEMENTS = ("user", "turns")
@@ -141,6 +142,8 @@ def end_of_turn_id(tokenizer) -> int:
     return int(tokenizer.eos_token_id)
 
 # %% ../nbs/02_contexts.ipynb #23127d5a
+NO_TRUNCATION = {"student": 0, "teacher": 0, "completion": 0, "history_messages": 0}
+
 class EncodingError(ValueError):
     "An interaction cannot be encoded as asked; `reason` is a short key (as counted when skipping)."
     def __init__(self, reason: str, message: str):
@@ -153,13 +156,18 @@ class EncodedInteraction:
     teacher_context_ids: list[int]
     completion_ids: list[int]
     interaction: Interaction | None = None
-    truncated: dict = field(default_factory=lambda: {"student": 0, "teacher": 0, "completion": 0})
+    truncated: dict = field(default_factory=lambda: dict(NO_TRUNCATION))
     template: str = DEFAULT_TEMPLATE
 
     @property
-    def student_ids(self) -> list[int]: return self.student_context_ids + self.completion_ids
+    def student_ids(self) -> list[int]:
+        "The whole student sequence: context x, then y."
+        return self.student_context_ids + self.completion_ids
+
     @property
-    def teacher_ids(self) -> list[int]: return self.teacher_context_ids + self.completion_ids
+    def teacher_ids(self) -> list[int]:
+        "The whole teacher sequence: context (x, o), then y."
+        return self.teacher_context_ids + self.completion_ids
 
     def __repr__(self):
         return (f"EncodedInteraction(student_context={len(self.student_context_ids)}, teacher_context="
@@ -167,6 +175,8 @@ class EncodedInteraction:
                 f"truncated={self.truncated})")
 
 # %% ../nbs/02_contexts.ipynb #0719a7b7
+_SKIP_FIX = "or set on_bad_record='skip' to skip such interactions and count them"
+
 def _special_strings(tokenizer) -> list[str]:
     return [s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if s]
 
@@ -175,65 +185,100 @@ def _check_special_text(tokenizer, it: Interaction):
     for s in _special_strings(tokenizer):
         for where, t in texts:
             if s in t:
-                raise EncodingError("special_token_in_text", f"The {where} text contains the special-token string {s!r}, "
-                                    f"which would be tokenized as a control token and break the chat structure. Remove or "
-                                    f"escape it (e.g. replace '<|' with '< |'), or skip this interaction (errors='skip').")
+                raise EncodingError("special_token_in_text", f"{interaction_name(it)}: the {where} text contains the "
+                                    f"special-token string {s!r}, which would be tokenized as a control token and break the "
+                                    f"chat structure. Fix: remove or escape it in the data (e.g. '<|' -> '< |'), {_SKIP_FIX}.")
 
-def _truncate_left(ids, limit, side, what):
-    if len(ids) <= limit: return ids, 0
-    if side == "error":
-        raise EncodingError("context_too_long", f"The {what} context has {len(ids)} tokens, more than max_context_tokens="
-                            f"{limit}. Raise the limit or use truncation_side='left'.")
-    return ids[len(ids) - limit:], len(ids) - limit
+def model_max_positions(model=None, tokenizer=None) -> int | None:
+    "The longest sequence the model has positions for: `config.max_position_embeddings`, else the tokenizer's `model_max_length`."
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"): cfg = cfg.get_text_config()
+    n = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0: return n
+    n = getattr(tokenizer, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n < 10**8 else None   # transformers writes a huge number when it is unknown
+
+def _context_ids(tokenizer, t: HindsightTemplate, it: Interaction, x: list[dict]) -> tuple[list[int], list[int]]:
+    return (tokenize_text(tokenizer, render_chat(tokenizer, t.student_messages(x))),
+            tokenize_text(tokenizer, render_chat(tokenizer, t.teacher_messages(x, it.o, it.y))))
+
+def fit_contexts(tokenizer, t: HindsightTemplate, it: Interaction, limit: int, truncation_side: str = "left"):
+    "Student and teacher context ids within `limit` tokens, dropping the oldest messages of x from both; and what was cut."
+    s, te = _context_ids(tokenizer, t, it, it.x)
+    full, dropped = (len(s), len(te)), 0
+    k0 = 1 if it.x[0]["role"] == "system" else 0
+    if max(full) > limit and truncation_side == "left":
+        for k in (k for k in range(k0 + 1, len(it.x)) if it.x[k]["role"] == "user"):   # x may start at a user message
+            s, te = _context_ids(tokenizer, t, it, it.x[:k0] + it.x[k:]); dropped = k - k0
+            if max(len(s), len(te)) <= limit: break
+    if max(len(s), len(te)) <= limit:
+        return s, te, {"student": full[0] - len(s), "teacher": full[1] - len(te), "history_messages": dropped}
+    side = "teacher" if len(te) >= len(s) else "student"
+    if truncation_side == "error":
+        raise EncodingError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more "
+                            f"than max_context_tokens={limit}, and truncation_side='error'. Fix: raise max_context_tokens to "
+                            f"at least {max(full)}, or use truncation_side='left' to drop older history, {_SKIP_FIX}.")
+    kept = (f"still {max(len(s), len(te))} after dropping all older history" if dropped else "x has no older history to drop")
+    raise EncodingError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more than "
+                        f"max_context_tokens={limit} ({kept}; the system message, the question, i.e. the last user message "
+                        f"of x, and the hindsight block are never cut). Fix: raise max_context_tokens to at least "
+                        f"{max(len(s), len(te))}, shorten the question or the follow-up, {_SKIP_FIX}.")
 
 def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemplate = DEFAULT_TEMPLATE,
                        max_context_tokens: int = 2048, max_completion_tokens: int = 2048, truncation_side: str = "left",
-                       truncate_completion: bool = False, eot_id: int | None = None) -> EncodedInteraction:
-    "Student and teacher context ids of `it` (chat-rendered, left-truncated) and the completion ids y + end-of-turn they share."
+                       truncate_completion: bool = False, eot_id: int | None = None,
+                       max_positions: int | None = None) -> EncodedInteraction:
+    "Student and teacher context ids of `it` (chat-rendered, older history dropped to fit) and the completion ids y + end-of-turn."
     if truncation_side not in ("left", "error"):
-        raise ValueError(f"truncation_side must be 'left' (cut the oldest context tokens) or 'error', got {truncation_side!r}. "
-                         f"Cutting contexts on the right would remove the generation prompt that y follows.")
-    if max_context_tokens < 1 or max_completion_tokens < 1:
-        raise ValueError("max_context_tokens and max_completion_tokens must be positive.")
+        raise ValueError(f"truncation_side must be 'left' (drop the oldest messages of x) or 'error', got {truncation_side!r}. "
+                         f"Cutting contexts on the right would remove the question and the generation prompt that y follows.")
+    for k, v in (("max_context_tokens", max_context_tokens), ("max_completion_tokens", max_completion_tokens),
+                 ("max_positions", max_positions)):
+        if not (v is None and k == "max_positions") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{k} must be a positive int, got {v!r}.")
     if not isinstance(it, Interaction): raise TypeError(f"encode_interaction needs an Interaction, got {type(it).__name__}.")
     t = get_template(template)
     _check_special_text(tokenizer, it)
-    s_ids = tokenize_text(tokenizer, render_chat(tokenizer, t.student_messages(it.x)))
-    t_ids = tokenize_text(tokenizer, render_chat(tokenizer, t.teacher_messages(it.x, it.o, it.y)))
     eot = end_of_turn_id(tokenizer) if eot_id is None else eot_id
     c_ids = tokenize_text(tokenizer, it.y.rstrip()) + [eot]
     cut_c = 0
     if len(c_ids) > max_completion_tokens:
         if not truncate_completion:
-            raise EncodingError("completion_too_long", f"The completion has {len(c_ids)} tokens (with end-of-turn), more than "
-                                f"max_completion_tokens={max_completion_tokens}. Raise the limit, skip it (errors='skip' "
-                                f"in encode_interactions), or pass truncate_completion=True to keep its first tokens.")
+            raise EncodingError("completion_too_long", f"{interaction_name(it)}: the completion has {len(c_ids)} tokens (with "
+                                f"end-of-turn), more than max_completion_tokens={max_completion_tokens}. Fix: raise "
+                                f"max_completion_tokens, set truncate_completion=True to keep its first tokens, {_SKIP_FIX}.")
         cut_c = len(c_ids) - max_completion_tokens; c_ids = c_ids[:max_completion_tokens]
-    s_ids, cut_s = _truncate_left(s_ids, max_context_tokens, truncation_side, "student")
-    t_ids, cut_t = _truncate_left(t_ids, max_context_tokens, truncation_side, "teacher")
-    return EncodedInteraction(s_ids, t_ids, c_ids, it, {"student": cut_s, "teacher": cut_t, "completion": cut_c}, t.name)
+    s_ids, t_ids, cuts = fit_contexts(tokenizer, t, it, max_context_tokens, truncation_side)
+    longest = max(len(s_ids), len(t_ids)) + len(c_ids)
+    if max_positions is not None and longest > max_positions:
+        raise EncodingError("longer_than_model", f"{interaction_name(it)}: context and completion take {longest} tokens, more "
+                            f"than the model's {max_positions} positions (max_position_embeddings). Fix: lower "
+                            f"max_context_tokens + max_completion_tokens to at most {max_positions} (truncate_completion=True "
+                            f"keeps the first tokens of long completions), {_SKIP_FIX}.")
+    return EncodedInteraction(s_ids, t_ids, c_ids, it, {**cuts, "completion": cut_c}, t.name)
 
 def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | HindsightTemplate = DEFAULT_TEMPLATE,
-                        errors: str = "raise", report: FilterReport | None = None, **kw) -> list[EncodedInteraction]:
-    "Encode many interactions; `errors='skip'` counts each one that cannot be encoded in `report` instead of raising."
-    if errors not in ("raise", "skip"): raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}.")
-    rep = report if report is not None else FilterReport("encode")
+                        on_bad_record: str = "stop", report: FilterReport | None = None, **kw) -> list[EncodedInteraction]:
+    "Encode many interactions; `on_bad_record='skip'` counts each that cannot be encoded (and each one shortened) in `report`."
+    if on_bad_record not in ON_BAD_RECORD:
+        raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD} (stop at the first interaction that cannot be "
+                         f"encoded, or skip and count it), got {on_bad_record!r}.")
+    rep = report if report is not None else FilterReport("encode", unit="interactions")
     eot = kw.pop("eot_id", None)
     eot = end_of_turn_id(tokenizer) if eot is None else eot
     out = []
-    for it in its:
+    for i, it in enumerate(its):
         rep.seen += 1
         try: e = encode_interaction(tokenizer, it, template, eot_id=eot, **kw)
         except EncodingError as err:
-            if errors == "raise": raise
-            rep.skip(err.reason); continue
+            if on_bad_record == "stop": raise
+            rep.skip(err.reason, interaction_name(it, i)); continue
         rep.kept += 1; rep.interactions += 1
-        for side in ("student", "teacher", "completion"):
-            if e.truncated[side]: rep.messages_dropped[f"truncated_{side}"] += 1
+        if e.truncated["history_messages"]: rep.truncated["older_history_dropped"] += 1
+        if e.truncated["completion"]: rep.truncated["completion_cut"] += 1
         out.append(e)
-    if errors == "skip" and rep.n_skipped and report is None:
-        warnings.warn(f"encode_interactions skipped {rep.n_skipped} of {rep.seen} interactions: {dict(rep.skipped)}. "
-                      f"Pass report=FilterReport() to collect the counts.")
+    if report is None and (rep.n_skipped or rep.truncated):
+        warnings.warn(f"encode_interactions: {rep.summary()}. Pass report=FilterReport() to keep the counts.")
     return out
 
 # %% ../nbs/02_contexts.ipynb #810227b6
@@ -255,7 +300,9 @@ class ContextView:
     template: str = ""
 
     @property
-    def added(self) -> str: return self.teacher[self.start:self.end]
+    def added(self) -> str:
+        "The text the teacher context has and the student context lacks."
+        return self.teacher[self.start:self.end]
 
     def __str__(self):
         t = self.teacher[:self.start] + "⟦" + self.added + "⟧" + self.teacher[self.end:]
@@ -339,6 +386,6 @@ def encoded_from_dataset(ds) -> list[EncodedInteraction]:
     for r in ds:
         it = Interaction.from_dict(json.loads(r["interaction"])) if r.get("interaction") else None
         out.append(EncodedInteraction(list(r["student_context_ids"]), list(r["teacher_context_ids"]), list(r["completion_ids"]),
-                                      it, json.loads(r["truncated"]) if r.get("truncated") else {"student": 0, "teacher": 0, "completion": 0},
+                                      it, {**NO_TRUNCATION, **json.loads(r["truncated"])} if r.get("truncated") else dict(NO_TRUNCATION),
                                       r.get("template") or DEFAULT_TEMPLATE))
     return out

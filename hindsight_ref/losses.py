@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .signal import kl_divergence   # KL(p || q) from log-probs, shared with the derivation in 03
+from .signal import kl_divergence, head_logits   # shared with the derivation in 03
 
 # %% auto #0
 __all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'masked_advantage', 'sampled_token_loss',
            'reverse_kl', 'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss',
-           'ema_update_']
+           'ema_update_', 'ref_kl_penalty', 'sft_loss']
 
 # %% ../nbs/05_losses.ipynb #573a7f21
 class AllMaskedError(ValueError):
@@ -32,15 +32,20 @@ def check_mask(mask: torch.Tensor, what: str = "this batch") -> torch.Tensor:
             f"Fix: lower ignore_first_k, or drop interactions whose completion has no more than ignore_first_k tokens.")
     return mask
 
-def reduce_tokens(per_token: torch.Tensor, mask: torch.Tensor, reduction: str = "seq_mean") -> torch.Tensor:
-    "Per-sequence mean over masked tokens, then `seq_mean` (mean over non-empty rows), `seq_sum`, or `none` ([B])."
-    mask = check_mask(mask)
-    n_tok = mask.sum(-1)
-    per_seq = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(-1) / n_tok.clamp(min=1)
+def _reduce_sequences(per_seq: torch.Tensor, n_tok: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none": return per_seq
     if reduction == "seq_sum": return per_seq.sum()
     if reduction == "seq_mean": return per_seq.sum() / (n_tok > 0).sum()
     raise ValueError(f"reduction must be 'seq_mean', 'seq_sum' or 'none', got {reduction!r}")
+
+def reduce_tokens(per_token: torch.Tensor, mask: torch.Tensor, reduction: str = "seq_mean",
+                  length_norm: bool = True) -> torch.Tensor:
+    "Per-sequence token mean (`length_norm`, official code) or sum (the paper), then `seq_mean`, `seq_sum` or `none` ([B])."
+    mask = check_mask(mask)
+    n_tok = mask.sum(-1)
+    per_seq = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(-1)
+    if length_norm: per_seq = per_seq / n_tok.clamp(min=1)
+    return _reduce_sequences(per_seq, n_tok, reduction)
 
 # %% ../nbs/05_losses.ipynb #c33321df
 def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:
@@ -68,12 +73,12 @@ def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mas
 # %% ../nbs/05_losses.ipynb #5ae79a1e
 def sampled_token_loss(logp_student: torch.Tensor, logp_teacher: torch.Tensor, mask: torch.Tensor,
                        center: bool = False, clip: float | None = None, ignore_first_k: int = 0,
-                       reduction: str = "seq_mean") -> torch.Tensor:
-    "The paper's loss: -(stopgrad(A_i) * log p(y_i|x,y<i)), token mean per sequence, then batch mean."
+                       reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
+    "The paper's loss: -(stopgrad(A_i) * log p(y_i|x,y<i)) per token, reduced by `reduce_tokens`."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     A = masked_advantage(logp_teacher, logp_student, mask, center=center, clip=clip)
     per_token = torch.where(mask, -A * logp_student.float(), torch.zeros_like(A))
-    return reduce_tokens(per_token, mask, reduction)
+    return reduce_tokens(per_token, mask, reduction, length_norm)
 
 # %% ../nbs/05_losses.ipynb #69977e58
 def reverse_kl(logp_student: torch.Tensor, logp_teacher: torch.Tensor) -> torch.Tensor:
@@ -109,23 +114,19 @@ def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int
 # %% ../nbs/05_losses.ipynb #5b6d0cd9
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                  alpha: float = 1.0, topk: int | None = None, add_tail: bool = True, ignore_first_k: int = 0,
-                 reduction: str = "seq_mean") -> torch.Tensor:
+                 reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
     "Per-token divergence (alpha=1 reverse KL, 0 forward, else JSD) over the vocabulary or top-k+tail, reduced like the paper's loss."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     ls = F.log_softmax(student_logits.float(), dim=-1)
     lt = F.log_softmax(teacher_logits.detach().float(), dim=-1)
     if topk: ls, lt = topk_logprobs(ls, lt, topk, add_tail)
-    return reduce_tokens(generalized_jsd(ls, lt, alpha), mask, reduction)
+    return reduce_tokens(generalized_jsd(ls, lt, alpha), mask, reduction, length_norm)
 
 # %% ../nbs/05_losses.ipynb #e2448b49
-def _logits(head, h, softcap=None):
-    z = head(h).float()
-    return softcap * torch.tanh(z / softcap) if softcap else z   # Gemma-2 style final-logit soft-capping
-
 def _chunk_divergence(h_s, h_t, w, rows, head, t_head, alpha, topk, add_tail, n_rows, softcap):
     "Weighted per-sequence sums of the divergence for one chunk of rows; logits exist only inside this call."
-    ls = F.log_softmax(_logits(head, h_s, softcap), dim=-1)
-    with torch.no_grad(): lt = F.log_softmax(_logits(t_head, h_t, softcap), dim=-1)
+    ls = F.log_softmax(head_logits(head, h_s, softcap), dim=-1)
+    with torch.no_grad(): lt = F.log_softmax(head_logits(t_head, h_t, softcap), dim=-1)
     if topk: ls, lt = topk_logprobs(ls, lt, topk, add_tail)
     div = generalized_jsd(ls, lt, alpha)
     return torch.zeros(n_rows, dtype=div.dtype, device=div.device).index_add(0, rows, w * div)
@@ -133,14 +134,14 @@ def _chunk_divergence(h_s, h_t, w, rows, head, t_head, alpha, topk, add_tail, n_
 def chunked_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, head: Callable, mask: torch.Tensor,
                          alpha: float = 1.0, topk: int | None = None, add_tail: bool = True, ignore_first_k: int = 0,
                          chunk_size: int = 256, reduction: str = "seq_mean", teacher_head: Callable | None = None,
-                         softcap: float | None = None) -> torch.Tensor:
+                         softcap: float | None = None, length_norm: bool = True) -> torch.Tensor:
     "`distill_loss` from hidden states [B, T, H] and the LM head, in recomputed row chunks (no [B, T, V] tensor)."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     B = mask.shape[0]
     n_tok = mask.sum(-1)
     rows = torch.arange(B, device=mask.device)[:, None].expand_as(mask)[mask]
-    w = (1.0 / n_tok.clamp(min=1).float())[rows]
+    w = (1.0 / n_tok.clamp(min=1).float())[rows] if length_norm else torch.ones(len(rows), device=mask.device)
     h_s, h_t = student_hidden[mask], teacher_hidden.detach()[mask]
     per_seq = torch.zeros(B, device=h_s.device)
     for i in range(0, h_s.shape[0], chunk_size):
@@ -148,10 +149,7 @@ def chunked_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Ten
                 head, teacher_head or head, alpha, topk, add_tail, B, softcap)
         if torch.is_grad_enabled(): per_seq = per_seq + checkpoint(_chunk_divergence, *args, use_reentrant=False)
         else: per_seq = per_seq + _chunk_divergence(*args)
-    if reduction == "none": return per_seq
-    if reduction == "seq_sum": return per_seq.sum()
-    if reduction == "seq_mean": return per_seq.sum() / (n_tok > 0).sum()
-    raise ValueError(f"reduction must be 'seq_mean', 'seq_sum' or 'none', got {reduction!r}")
+    return _reduce_sequences(per_seq, n_tok, reduction)
 
 # %% ../nbs/05_losses.ipynb #3e3ded27
 @torch.no_grad()
@@ -163,3 +161,18 @@ def ema_update_(teacher: torch.nn.Module, student: torch.nn.Module, rate: float)
         raise ValueError("teacher and student have different parameters: build the teacher with copy.deepcopy(student)")
     for n, p in tp.items(): p.lerp_(sp[n].to(p.dtype), rate)
     return teacher
+
+# %% ../nbs/05_losses.ipynb #25a3bee4
+def ref_kl_penalty(student_logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, beta: float,
+                   reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
+    "beta * KL(student || reference) per token, reduced like the loss it is added to (the anchor to the base model)."
+    if beta < 0: raise ValueError(f"The anchor's coefficient beta (ref_kl) must be >= 0, got {beta}.")
+    return beta * distill_loss(student_logits, ref_logits, mask, alpha=1.0, reduction=reduction, length_norm=length_norm)
+
+# %% ../nbs/05_losses.ipynb #cffcecf8
+def sft_loss(logp_student: torch.Tensor, mask: torch.Tensor, ignore_first_k: int = 0, reduction: str = "seq_mean",
+             length_norm: bool = True) -> torch.Tensor:
+    "Supervised fine-tuning on the logged y: -log p(y_i|x,y<i) per token, reduced by `reduce_tokens` (Table 4's baseline)."
+    mask = check_mask(drop_first_k(mask, ignore_first_k))
+    return reduce_tokens(torch.where(mask, -logp_student.float(), torch.zeros_like(logp_student, dtype=torch.float32)),
+                         mask, reduction, length_norm)

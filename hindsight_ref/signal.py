@@ -4,18 +4,17 @@
 
 # %% ../nbs/03_signal.ipynb #c8e32428
 from __future__ import annotations
-import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 # %% auto #0
 __all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'hindsight_kl', 'naive_completion_logprobs', 'eval_mode',
-           'completion_hidden', 'selective_logprobs', 'completion_logprobs', 'to_device', 'model_device',
-           'batch_logprobs', 'score_batch', 'Signal', 'token_strings', 'hindsight_signal', 'unrelated_control']
+           'completion_hidden', 'head_logits', 'selective_logprobs', 'completion_logprobs', 'to_device', 'model_device',
+           'batch_logprobs', 'batch_hidden', 'score_batch', 'completion_kl', 'interaction_kl', 'Signal',
+           'token_strings', 'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
 
 # %% ../nbs/03_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
@@ -98,10 +97,14 @@ def completion_hidden(model, input_ids, attention_mask, context_len: int, n_comp
     return h[:, L - 1:L - 1 + n_completion]
 
 # %% ../nbs/03_signal.ipynb #af74ca79
+def head_logits(head, h, softcap: float | None = None) -> torch.Tensor:
+    "float32 logits of the LM head on hidden states `h`, with Gemma-2 style final-logit soft-capping when `softcap` is set."
+    z = head(h).float()
+    return softcap * torch.tanh(z / softcap) if softcap else z
+
 def _chunk_logprobs(head, h, ids, softcap):
     "log softmax(head(h))[ids] in float32 for one chunk of rows."
-    logits = head(h).float()
-    if softcap: logits = softcap * torch.tanh(logits / softcap)
+    logits = head_logits(head, h, softcap)
     return logits.gather(-1, ids[:, None])[:, 0] - logits.logsumexp(-1)
 
 def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, softcap: float | None = None) -> torch.Tensor:
@@ -144,6 +147,11 @@ def batch_logprobs(model, batch, side, chunk_size: int = 256):
     return completion_logprobs(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch["completion_ids"],
                                L, chunk_size, batch.get(f"{side}_position_ids"))
 
+def batch_hidden(model, batch, side) -> torch.Tensor:
+    "`completion_hidden` of a collated batch under the `side` context: [B, T, H], the states that predict y."
+    return completion_hidden(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], int(batch[f"{side}_context_len"]),
+                             batch["completion_ids"].shape[1], batch.get(f"{side}_position_ids"))
+
 def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
     "Student and teacher log-probs of a collated batch and A = teacher - student: [B, T] each, 0 outside `completion_mask`."
     need = {"student_input_ids", "student_attention_mask", "teacher_input_ids", "teacher_attention_mask", "completion_ids",
@@ -158,6 +166,34 @@ def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
         lt = lt.clone()                                           # an ordinary tensor, usable next to autograd ones
         ls = batch_logprobs(model, batch, "student", chunk_size)
     return {"logp_student": ls * mask, "logp_teacher": lt * mask, "advantage": token_advantage(lt, ls) * mask}
+
+# %% ../nbs/03_signal.ipynb #7703a78f
+@torch.no_grad()
+def completion_kl(p_model, batch: dict, q_model=None, p_side: str = "student", q_side: str = "teacher",
+                  chunk_size: int = 256) -> torch.Tensor:
+    "Exact per-token KL(p(.|p_side context, y<i) || q(.|q_side context, y<i)) over the vocabulary: [B, T], 0 off `completion_mask`."
+    q_model = p_model if q_model is None else q_model
+    batch = to_device(batch, model_device(p_model))
+    mask = batch["completion_mask"].bool()
+    with eval_mode(p_model), eval_mode(q_model):
+        h_p, h_q = batch_hidden(p_model, batch, p_side)[mask], batch_hidden(q_model, batch, q_side)[mask]
+        cap_p, cap_q = (getattr(m.config, "final_logit_softcapping", None) for m in (p_model, q_model))
+        kl = [kl_divergence(head_logits(_lm_head(p_model), h_p[s:s + chunk_size], cap_p).log_softmax(-1),
+                            head_logits(_lm_head(q_model), h_q[s:s + chunk_size], cap_q).log_softmax(-1))
+              for s in range(0, len(h_p), chunk_size)]
+    out = torch.zeros(mask.shape, device=h_p.device)
+    out[mask] = torch.cat(kl) if kl else out.new_zeros(0)
+    return out
+
+def interaction_kl(p_model, encoded: list, pad_token_id: int, q_model=None, p_side: str = "student",
+                   q_side: str = "teacher", batch_size: int = 8) -> list[torch.Tensor]:
+    "`completion_kl` for encoded interactions (`contexts.encode_interactions`): one [T_i] CPU tensor per interaction."
+    out = []
+    for s in range(0, len(encoded), batch_size):
+        chunk = encoded[s:s + batch_size]
+        kl = completion_kl(p_model, collate(chunk, pad_token_id), q_model, p_side, q_side).cpu()
+        out += [kl[r, :len(e.completion_ids)].clone() for r, e in enumerate(chunk)]
+    return out
 
 # %% ../nbs/03_signal.ipynb #60a0478a
 from .data import Interaction
@@ -187,13 +223,15 @@ class Signal:
         "mean_i |A_i|: how much the follow-up moves the completion's tokens, whatever the direction."
         return float(self.advantage.abs().mean())
 
-    def table(self, max_rows: int | None = 40) -> str:
-        "A per-token text table: index, token, log p student, log p teacher, A."
-        rows = [f"{'i':>4} {'token':<18} {'logp x':>8} {'logp x,o':>9} {'A':>7}"]
+    def table(self, max_rows: int | None = 40, control: "Signal | None" = None) -> str:
+        "A per-token text table: index, token, log p student, log p teacher, A (and A under a `control` follow-up)."
+        if control is not None and list(control.token_ids) != list(self.token_ids):
+            raise ValueError("The control Signal scores a different completion; score the same (x, y) under the control o.")
+        rows = [f"{'i':>4} {'token':<18} {'logp x':>8} {'logp x,o':>9} {'A':>7}" + (f" {'A control':>9}" if control else "")]
         n = len(self) if max_rows is None else min(len(self), max_rows)
         for i in range(n):
             rows.append(f"{i:>4} {repr(self.tokens[i])[1:-1][:18]:<18} {self.logp_student[i]:>8.3f} {self.logp_teacher[i]:>9.3f} "
-                        f"{self.advantage[i]:>+7.3f}")
+                        f"{self.advantage[i]:>+7.3f}" + (f" {control.advantage[i]:>+9.3f}" if control else ""))
         if n < len(self): rows.append(f"... {len(self) - n} more tokens")
         return "\n".join(rows)
 
@@ -222,8 +260,7 @@ def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
     ids = torch.zeros(B * T, k, dtype=torch.long, device=h_s.device)
     ps, pt = torch.zeros(B * T, k, device=h_s.device), torch.zeros(B * T, k, device=h_s.device)
     for s in range(0, len(rows), chunk_size):
-        zs, zt = head(hs[s:s + chunk_size]).float(), head(ht[s:s + chunk_size]).float()
-        if softcap: zs, zt = softcap * torch.tanh(zs / softcap), softcap * torch.tanh(zt / softcap)
+        zs, zt = head_logits(head, hs[s:s + chunk_size], softcap), head_logits(head, ht[s:s + chunk_size], softcap)
         qs, qt = zs.softmax(-1), zt.softmax(-1)
         rank = {"max": torch.maximum(qs, qt), "student": qs, "teacher": qt}[by]
         top = rank.topk(k, dim=-1).indices
@@ -268,10 +305,9 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             b = to_device(collate([encs[i] for i in idx], pad_token_id=tokenizer.pad_token_id), dev)
-            T, mask = b["completion_ids"].shape[1], b["completion_mask"]
+            mask = b["completion_mask"]
             sides = ("teacher",) if student is not None else ("student", "teacher")
-            h = {side: completion_hidden(model, b[f"{side}_input_ids"], b[f"{side}_attention_mask"], b[f"{side}_context_len"],
-                                         T, b.get(f"{side}_position_ids")) for side in sides}
+            h = {side: batch_hidden(model, b, side) for side in sides}
             if student is None: ls = selective_logprobs(head, h["student"], b["completion_ids"], mask, chunk_size, softcap)
             else:
                 ls = torch.zeros(mask.shape, device=dev)
@@ -289,14 +325,36 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
     bar.close()
     return out
 
-# %% ../nbs/03_signal.ipynb #d213e3d2
-def unrelated_control(interactions, key: str = "unrelated_followup") -> list[Interaction]:
-    "The same interactions with o replaced by the unrelated follow-up stored in `meta[key]` (the control)."
-    out = []
-    for i, it in enumerate([interactions] if isinstance(interactions, Interaction) else interactions):
-        o = it.meta.get(key)
-        if not isinstance(o, str) or not o.strip():
-            raise KeyError(f"Interaction {i} ({it.meta.get('conversation_id', 'no id')}) has no meta[{key!r}], the unrelated "
-                           f"follow-up of the control. Add one (any message that does not react to y), or pick another key.")
-        out.append(Interaction(x=[dict(m) for m in it.x], y=it.y, o=o, meta={**it.meta, "control": True, "real_o": it.o}))
+# %% ../nbs/03_signal.ipynb #1a2d39cd
+def separation_stats(real: list, control: list) -> dict:
+    "Real vs control follow-up over the same (x, y): mean |A| of each, their ratio, the share where real > control."
+    if len(real) != len(control) or not real:
+        raise ValueError(f"separation needs the same non-empty list of interactions under both follow-ups, got {len(real)} and {len(control)}.")
+    r = torch.tensor([s.mean_abs_advantage for s in real]); c = torch.tensor([s.mean_abs_advantage for s in control])
+    return dict(n=len(r), real=r.mean().item(), control=c.mean().item(), ratio=(r.mean() / c.mean()).item(),
+                share=(r > c).float().mean().item(), real_abs=r.tolist(), control_abs=c.tolist(),
+                seq_real=sum(s.sequence_advantage for s in real) / len(r), seq_control=sum(s.sequence_advantage for s in control) / len(r))
+
+def separation(model, tokenizer, interactions, controls, templates=("paper",), batch_size: int = 8, progress: bool = False) -> dict:
+    "`separation_stats` per template: each interaction's signal under its real follow-up against the same (x, y) under `controls`."
+    out, student = {}, None
+    for t in templates:   # the student pass depends on neither o nor the template: run it once, reuse it
+        real = hindsight_signal(model, tokenizer, interactions, template=t, batch_size=batch_size, progress=progress, student=student)
+        student = student or real
+        ctrl = hindsight_signal(model, tokenizer, controls, template=t, batch_size=batch_size, progress=progress, student=student)
+        out[get_template(t).name] = separation_stats(real, ctrl)
     return out
+
+# %% ../nbs/03_signal.ipynb #4e5c7de0
+def separation_ladder(model_ids, interactions, controls, templates=("paper",), load=None, batch_size: int = 8,
+                      progress: bool = True, **load_kw) -> list[dict]:
+    "`separation` for each model of `model_ids` (loaded one at a time with `load`, default `models.load_model`), with its size."
+    from tqdm.auto import tqdm
+    from hindsight_ref.models import load_model
+    load, rows = load or load_model, []
+    for mid in tqdm(list(model_ids), desc="models", disable=not progress):
+        model, tok = load(mid, **load_kw)
+        n = sum(p.numel() for p in model.parameters())
+        rows.append(dict(model=str(mid), n_params=n, **separation(model, tok, interactions, controls, templates, batch_size)))
+        del model
+    return rows

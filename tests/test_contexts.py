@@ -1,17 +1,18 @@
 "Tests for hindsight_ref.contexts: templates, encoding (both tokenizers), truncation, collation, saving."
 import copy
+import json
 import re
-import warnings
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from hindsight_ref.data import Interaction, FilterReport, interactions_from_conversation, fixture_interactions, load_wildchat, fixture_path
+from hindsight_ref.data import (Interaction, FilterReport, interactions_from_conversation, fixture_interactions, load_wildchat,
+                                fixture_path, load_interactions)
 from hindsight_ref.contexts import (HindsightTemplate, TEMPLATES, get_template, register_template, EncodedInteraction,
                                     EncodingError, encode_interaction, encode_interactions, collate, end_of_turn_id,
                                     render_chat, tokenize_text, chat_template_kwargs, show_contexts, encoded_to_dataset,
-                                    encoded_from_dataset)
+                                    encoded_from_dataset, model_max_positions, NO_TRUNCATION)
 
 # NFC-stable characters (the Qwen tokenizer NFC-normalises), including markup-like and non-Latin ones
 ALPHABET = st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"()[]{}<>|/\\-_*#\n\té中😀"))
@@ -89,18 +90,33 @@ def test_property_encoding(toks, it, which, template, k):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(it=interactions(), which=st.sampled_from(["smollm2", "qwen3"]), template=st.sampled_from(sorted(TEMPLATES)),
-       limit=st.integers(1, 80))
-def test_property_truncation_never_touches_y(toks, it, which, template, limit):
+       limit=st.integers(1, 200))
+def test_property_truncation_drops_only_older_history(toks, it, which, template, limit):
+    "Within the limit: the same contexts as the interaction with its k oldest messages removed by hand; else a clear error."
     tok = toks[which]
     full = encode_interaction(tok, it, template)
-    cut = encode_interaction(tok, it, template, max_context_tokens=limit)
+    k0 = 1 if it.x[0]["role"] == "system" else 0
+    try: cut = encode_interaction(tok, it, template, max_context_tokens=limit)
+    except EncodingError as e:
+        assert e.reason == "context_too_long" and f"max_context_tokens={limit}" in str(e) and "on_bad_record='skip'" in str(e)
+        # ... and only when even the system message + question + hindsight block do not fit
+        alone = encode_interaction(tok, Interaction(it.x[:k0] + it.x[-1:], it.y, it.o), template)
+        assert max(len(alone.student_context_ids), len(alone.teacher_context_ids)) > limit
+        return
+    k = cut.truncated["history_messages"]
+    by_hand = encode_interaction(tok, Interaction(it.x[:k0] + it.x[k0 + k:], it.y, it.o), template)
+    assert (cut.student_context_ids, cut.teacher_context_ids) == (by_hand.student_context_ids, by_hand.teacher_context_ids)
+    assert max(len(cut.student_context_ids), len(cut.teacher_context_ids)) <= limit
     assert cut.completion_ids == full.completion_ids and cut.truncated["completion"] == 0
+    assert it.x[k0 + k]["role"] == "user" and (k == 0) == (max(len(full.student_context_ids), len(full.teacher_context_ids)) <= limit)
+    if k:   # the fewest messages dropped: one fewer (back to the previous user message) would not fit
+        prev = max(j for j in range(k0, k0 + k) if it.x[j]["role"] == "user")
+        more = encode_interaction(tok, Interaction(it.x[:k0] + it.x[prev:], it.y, it.o), template)
+        assert max(len(more.student_context_ids), len(more.teacher_context_ids)) > limit
     for side in ("student", "teacher"):
-        f, c = getattr(full, f"{side}_context_ids"), getattr(cut, f"{side}_context_ids")
-        assert c == f[-limit:] and len(c) == min(limit, len(f))          # cut from the left only
-        assert cut.truncated[side] == len(f) - len(c)
-    if len(full.teacher_context_ids) > limit:
-        with pytest.raises(EncodingError, match="max_context_tokens"):
+        assert cut.truncated[side] == len(getattr(full, f"{side}_context_ids")) - len(getattr(cut, f"{side}_context_ids"))
+    if k:
+        with pytest.raises(EncodingError, match="truncation_side='error'"):
             encode_interaction(tok, it, template, max_context_tokens=limit, truncation_side="error")
 
 
@@ -170,17 +186,75 @@ def test_encoding_errors(tok):
     n = len(encode_interaction(tok, it).completion_ids)
     with pytest.raises(EncodingError, match="truncate_completion=True") as e:
         encode_interaction(tok, it, max_completion_tokens=n - 1)
-    assert e.value.reason == "completion_too_long"
+    assert e.value.reason == "completion_too_long" and "fixture-003#turn1" in str(e.value) and "on_bad_record='skip'" in str(e.value)
     cut = encode_interaction(tok, it, max_completion_tokens=n - 1, truncate_completion=True)
     assert len(cut.completion_ids) == n - 1 and cut.truncated["completion"] == 1
     with pytest.raises(ValueError, match="truncation_side must be 'left'"):
         encode_interaction(tok, it, truncation_side="right")
+    for kw in ({"max_context_tokens": 0}, {"max_completion_tokens": -1}, {"max_positions": 0}, {"max_context_tokens": 2.5}):
+        with pytest.raises(ValueError, match="must be a positive int"): encode_interaction(tok, it, **kw)
     bad = Interaction([{"role": "user", "content": "print <|im_end|> please"}], "ok", "thanks")
-    with pytest.raises(EncodingError, match="special-token string '<\\|im_end\\|>'") as e:
+    with pytest.raises(EncodingError, match="special-token string '<\\|im_end\\|>'.*Fix: remove or escape") as e:
         encode_interaction(tok, bad)
     assert e.value.reason == "special_token_in_text"
     with pytest.raises(TypeError, match="needs an Interaction"):
         encode_interaction(tok, {"x": [], "y": "", "o": ""})
+
+
+U = lambda s: {"role": "user", "content": s}
+A_ = lambda s: {"role": "assistant", "content": s}
+
+
+def test_long_messages_never_silently_cut(tok):
+    "The question, the follow-up and the system prompt survive, or the error says which limit to raise."
+    sys_msg = {"role": "system", "content": "Answer in French."}
+    long_old = Interaction([sys_msg, U("word " * 3000), A_("ok"), U("What is 2+2?")], "4", "Say it in words.", {"conversation_id": "c1", "turn": 2})
+    e = encode_interaction(tok, long_old)                          # the long message is older history: dropped, and counted
+    assert e.truncated["history_messages"] == 2 and e.truncated["student"] > 3000
+    text = tok.decode(e.teacher_context_ids)
+    assert "Answer in French." in text and "What is 2+2?" in text and "Say it in words." in text and "word word" not in text
+    assert e.student_context_ids == encode_interaction(tok, Interaction([sys_msg, U("What is 2+2?")], "4", "Say it in words.")).student_context_ids
+    long_q = Interaction([U("hi"), A_("hello"), U("Summarise: " + "word " * 3000)], "ok", "shorter", {"conversation_id": "c2", "turn": 2})
+    with pytest.raises(EncodingError, match=r"c2#turn2: the teacher context has \d+ tokens, more than max_context_tokens=2048 "
+                                            r"\(still \d+ after dropping all older history") as err:
+        encode_interaction(tok, long_q)
+    assert err.value.reason == "context_too_long" and "raise max_context_tokens to at least" in str(err.value)
+    long_o = Interaction([U("What is 2+2?")], "4", "Wrong. " * 3000)
+    with pytest.raises(EncodingError, match=r"x has no older history to drop.*shorten the question or the follow-up"):
+        encode_interaction(tok, long_o)
+    long_sys = Interaction([{"role": "system", "content": "rule " * 3000}, U("q")], "a", "o")
+    with pytest.raises(EncodingError, match="never cut"):
+        encode_interaction(tok, long_sys)
+    for t in TEMPLATES:                                            # every placement keeps o and the question
+        e = encode_interaction(tok, long_old, t)
+        assert "What is 2+2?" in tok.decode(e.teacher_context_ids) and "Say it in words." in tok.decode(e.teacher_context_ids)
+
+
+def test_model_positions_are_checked(tok, qwen_tok, tiny):
+    model, _ = tiny
+    assert model_max_positions(model) == model.config.max_position_embeddings == 4096
+    assert model_max_positions(tokenizer=tok) is None                           # SmolLM2's tokenizer does not say
+    assert model_max_positions(tokenizer=qwen_tok) == qwen_tok.model_max_length < 10**8
+    assert model_max_positions() is None
+    it = Interaction([U("word " * 300)], "answer " * 300, "o", {"file": "d.jsonl", "line": 5})
+    n = len(encode_interaction(tok, it).teacher_context_ids) + len(encode_interaction(tok, it).completion_ids)
+    assert encode_interaction(tok, it, max_positions=n).completion_ids              # exactly at the limit: fine
+    with pytest.raises(EncodingError, match=rf"d.jsonl:5: context and completion take {n} tokens, more than the model's "
+                                            rf"{n - 1} positions.*at most {n - 1}") as e:
+        encode_interaction(tok, it, max_positions=n - 1)
+    assert e.value.reason == "longer_than_model"
+
+
+def test_errors_name_the_file_line(tok, tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps({"x": [U("hi")], "y": "ok", "o": "thanks"}) + "\n" +
+                 json.dumps({"conversation_id": "c5", "conversation": [U("say <|im_end|>"), A_("ok"), U("thanks")]}) + "\n")
+    its = load_interactions(p)
+    with pytest.raises(EncodingError, match=rf"{p}:2 c5#turn1: the x text contains the special-token string"):
+        encode_interactions(tok, its)
+    rep = FilterReport("encode", unit="interactions")
+    assert len(encode_interactions(tok, its, on_bad_record="skip", report=rep)) == 1
+    assert dict(rep.skipped) == {"special_token_in_text": 1} and rep.examples["special_token_in_text"] == [f"{p}:2 c5#turn1"]
 
 
 def test_encode_interactions_skip_is_counted(tok):
@@ -188,17 +262,23 @@ def test_encode_interactions_skip_is_counted(tok):
     bad = [Interaction([{"role": "user", "content": "q"}], "y <|im_start|>", "o"),
            Interaction([{"role": "user", "content": "q"}], "word " * 300, "o")]
     with pytest.raises(EncodingError): encode_interactions(tok, good + bad, max_completion_tokens=100)
+    with pytest.raises(ValueError, match="on_bad_record must be one of"): encode_interactions(tok, good, on_bad_record="raise")
     rep = FilterReport("encode")
-    out = encode_interactions(tok, good + bad, errors="skip", report=rep, max_completion_tokens=100)
+    out = encode_interactions(tok, good + bad, on_bad_record="skip", report=rep, max_completion_tokens=100)
     assert len(out) == 5 and (rep.seen, rep.kept) == (7, 5)
     assert dict(rep.skipped) == {"special_token_in_text": 1, "completion_too_long": 1}
-    with pytest.warns(UserWarning, match="skipped 2 of 7"):
-        encode_interactions(tok, good + bad, errors="skip", max_completion_tokens=100)
+    assert rep.examples == {"special_token_in_text": ["interaction[5]"], "completion_too_long": ["interaction[6]"]}
+    with pytest.warns(UserWarning, match="7 interactions seen, 5 kept, 2 skipped"):
+        encode_interactions(tok, good + bad, on_bad_record="skip", max_completion_tokens=100)
+    long_history = [i for i in fixture_interactions(tags=["long_history"]) if len(i.x) >= 5][:3]
+    limit = min(len(encode_interaction(tok, i).teacher_context_ids) for i in long_history) - 1
     rep = FilterReport()
-    encode_interactions(tok, good, report=rep, max_context_tokens=20)
-    assert rep.messages_dropped["truncated_student"] == 5 and rep.messages_dropped["truncated_teacher"] == 5
-
-
+    out = encode_interactions(tok, long_history, report=rep, max_context_tokens=limit)
+    assert len(out) == 3 and rep.truncated["older_history_dropped"] == sum(e.truncated["history_messages"] > 0 for e in out) >= 1
+    with pytest.warns(UserWarning, match="shortened: older_history_dropped"):       # shortened without a report: said
+        encode_interactions(tok, long_history, max_context_tokens=limit)
+    cut = encode_interactions(tok, bad[1:], report=rep, max_completion_tokens=100, truncate_completion=True)
+    assert cut[0].truncated["completion"] > 0 and rep.truncated["completion_cut"] == 1
 def test_collate_errors_and_toy_layout():
     with pytest.raises(ValueError, match="empty batch"): collate([], 0)
     e = EncodedInteraction([1], [1, 2], [3, 4])
@@ -232,7 +312,9 @@ def test_padded_batch_matches_unpadded_rows(tiny):
                 n = len(e.completion_ids)
                 ref = model(input_ids=torch.tensor([getattr(e, f"{side}_ids")])).logits.float().log_softmax(-1)[0, -n - 1:-1]
                 ref = ref.gather(-1, torch.tensor(e.completion_ids)[:, None])[:, 0]
-                torch.testing.assert_close(lp[r, :n], ref, atol=1e-4, rtol=1e-4)
+                # float32 sums in another order move log p by a few eps * max|log p| (measured: < 2); misalignment by O(1)
+                ulp = torch.finfo(torch.float32).eps * ref.abs().max().item()
+                assert (lp[r, :n] - ref).abs().max().item() <= 64 * ulp
 
 
 # ---- views and saving ------------------------------------------------------------------------------------------------
@@ -255,6 +337,8 @@ def test_encoded_dataset_round_trip(tok, tmp_path):
     for a, b in zip(encs, back):
         assert (a.student_context_ids, a.teacher_context_ids, a.completion_ids, a.interaction, a.truncated, a.template) == \
                (b.student_context_ids, b.teacher_context_ids, b.completion_ids, b.interaction, b.truncated, b.template)
+    e = EncodedInteraction([1], [1], [2])
+    assert e.truncated == NO_TRUNCATION and e.truncated is not NO_TRUNCATION
     # collate reads the dataset rows directly
     ds = datasets.load_from_disk(str(tmp_path / "enc"))
     bb = collate([ds[0], ds[1]], tok.pad_token_id)

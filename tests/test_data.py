@@ -3,12 +3,13 @@ import json
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import given, settings, strategies as st
 
 from hindsight_ref.data import (Interaction, ConversationError, FilterReport, Filters, WILDCHAT_FILTERS, WILDFEEDBACK_FILTERS, NO_FILTERS,
                                 interactions_from_conversation, normalize_messages, filter_interactions, clean_conversation,
                                 load_fixture_conversations, fixture_interactions, fixture_path, load_wildchat, load_wildfeedback,
-                                to_prompt_completion, from_prompt_completion)
+                                to_prompt_completion, from_prompt_completion, load_interactions, interaction_name,
+                                control_interactions, APPROVAL_FOLLOWUP, resolve_role_map, ROLE_MAP, read_records)
 
 u = lambda s: {"role": "user", "content": s}
 a = lambda s: {"role": "assistant", "content": s}
@@ -86,7 +87,7 @@ def test_both_schemas_give_same_interactions():
     ([], "empty_conversation", "no messages"),
     ([u("hi"), {"role": "system", "content": "S"}, a("x"), u("y")], "system_not_first", "only the first message"),
     ([u("hi"), "just a string", u("y")], "not_a_message", "not a dict"),
-    ([u("hi"), {"text": "x"}, u("y")], "not_a_message", "neither"),
+    ([u("hi"), {"text": "x"}, u("y")], "not_a_message", "not a dict with 'role'/'content' or 'from'/'value' keys: {'text'"),
 ])
 def test_bad_conversations_raise_clear_errors(msgs, reason, text):
     with pytest.raises(ConversationError, match=text) as e:
@@ -100,7 +101,7 @@ def test_over_long_message_error_and_bad_arguments():
     assert e.value.reason == "message_too_long"
     with pytest.raises(ValueError, match="max_history must be a positive int"):
         interactions_from_conversation(alternating(3), max_history=0)
-    with pytest.raises(ConversationError, match="Expected a list of messages"):
+    with pytest.raises(ConversationError, match="Expected a conversation"):
         interactions_from_conversation({"text": "hello"})
     with pytest.raises(ValueError, match="must end with a user message"):
         Interaction(x=[u("a"), a("b")], y="c", o="d")
@@ -238,3 +239,159 @@ def test_prompt_completion_round_trip(tmp_path):
     assert from_prompt_completion(datasets.load_from_disk(str(tmp_path / "pc"))) == fx
     with pytest.raises(ValueError, match="no interactions"):
         to_prompt_completion([])
+
+
+# ---- roles, names, reports -------------------------------------------------------------------------------------------
+
+def test_role_map_adds_to_the_known_roles():
+    conv = [{"from": "Human", "value": "q"}, {"role": "bot", "content": "a"}, {"role": "customer", "content": "o"}]
+    with pytest.raises(ConversationError, match=r"unknown role 'bot'.*role_map=\{'bot': 'user'\}") as e:
+        normalize_messages(conv)
+    assert e.value.reason == "unknown_role"
+    got = normalize_messages(conv, role_map={"Bot": "assistant", "customer": "user"})
+    assert [m["role"] for m in got] == ["user", "assistant", "user"]          # 'human' still known: the map adds
+    assert resolve_role_map(None) is ROLE_MAP
+    for bad in ({"bot": "robot"}, {"bot": None}, ["bot"]):
+        with pytest.raises(ValueError, match="role_map"): resolve_role_map(bad)
+    rep = FilterReport()
+    msgs = clean_conversation({"conversation": conv, "language": "en"}, report=rep, role_map={"bot": "assistant", "customer": "user"})
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"] and rep.n_skipped == 0
+
+
+def test_interaction_name_and_report_summary():
+    it = Interaction([u("q")], "y", "o", {"file": "d.jsonl", "line": 7, "conversation_id": "c1", "turn": 2})
+    assert interaction_name(it) == "d.jsonl:7 c1#turn2"
+    assert interaction_name(Interaction([u("q")], "y", "o", {"conversation_id": "c1", "turn": 1})) == "c1#turn1"
+    assert interaction_name(Interaction([u("q")], "y", "o", {"file": "d.jsonl", "line": 3})) == "d.jsonl:3"
+    assert interaction_name(Interaction([u("q")], "y", "o"), 4) == "interaction[4]"
+    rep = FilterReport("r", unit="records")
+    rep.seen, rep.kept = 6, 1
+    for k in range(5): rep.skip("invalid_json", f"f:{k}")
+    assert rep.skipped["invalid_json"] == 5 and rep.examples["invalid_json"] == ["f:0", "f:1", "f:2"]
+    rep.truncated["older_history_dropped"] += 1
+    assert rep.summary() == "r: 6 records seen, 1 kept, 5 skipped (invalid_json 5); shortened: older_history_dropped 1; 0 interactions"
+    assert "e.g. f:0, f:1, f:2" in str(rep) and rep.as_dict()["examples"] == {"invalid_json": ["f:0", "f:1", "f:2"]}
+    assert "\n" not in rep.summary()
+
+
+# ---- controls --------------------------------------------------------------------------------------------------------
+
+def test_controls_of_both_kinds():
+    fx = fixture_interactions()[:6]
+    for kind in ("unrelated", "approval"):
+        c = control_interactions(fx, kind=kind)
+        assert [(i.x, i.y) for i in c] == [(i.x, i.y) for i in fx]
+        assert all(i.meta["control"] == kind and i.meta["real_o"] == r.o and i.meta["conversation_id"] == r.meta["conversation_id"]
+                   for i, r in zip(c, fx))
+        assert all(r.meta.get("control") is None for r in fx)               # the originals are untouched
+    assert [i.o for i in control_interactions(fx)] == [r.meta["unrelated_followup"] for r in fx]
+    assert {i.o for i in control_interactions(fx, kind="approval")} == {APPROVAL_FOLLOWUP}
+    assert control_interactions(fx[0])[0].o == fx[0].meta["unrelated_followup"]        # one interaction works too
+    assert control_interactions(fx[:1], kind="approval", approval="Great, thanks!")[0].o == "Great, thanks!"
+    plain = Interaction([u("q")], "y", "o", {"conversation_id": "c9", "turn": 1})
+    with pytest.raises(ValueError, match=r"c9#turn1 has no meta\['unrelated_followup'\].*kind='approval'"):
+        control_interactions([plain])
+    assert control_interactions([plain], kind="approval")[0].meta == {"conversation_id": "c9", "turn": 1, "control": "approval", "real_o": "o"}
+    with pytest.raises(ValueError, match="kind must be one of"): control_interactions(fx, kind="shuffled")
+
+
+# ---- load_interactions: every bad record names file, line, conversation and a fix; or is counted ----------------------
+
+GOOD_IT = {"x": [u("What's 2+2?")], "y": "4", "o": "Thanks."}
+GOOD_CONV = {"conversation_id": "ok", "conversation": [u("Name a prime."), a("7"), u("A bigger one?"), a("11"), u("ok")]}
+
+# (what, the bad line, reason, words its message must contain)
+BAD_LINES = [
+    ("malformed JSON", '{"x": [{"role": "user", "content": "hi"}], "y": "hello" "o": "bye"}', "invalid_json",
+     ["not valid JSON (Expecting ',' delimiter at column", "Fix: correct the line"]),
+    ("truncated JSON", '{"x": [', "invalid_json", ["not valid JSON"]),
+    ("not UTF-8", b'{"x": [{"role": "user", "content": "caf\xe9"}], "y": "a", "o": "b"}', "not_utf8", ["not UTF-8", "Fix: save the file as UTF-8"]),
+    ("a number", "42", "not_a_conversation", ["got int"]),
+    ("a string", '"hello"', "not_a_conversation", ["got str"]),
+    ("conversation is a string", '{"conversation": "hi there"}', "not_a_conversation", ["'conversation' is a str"]),
+    ("no o", json.dumps({"x": [u("hi")], "y": "hello"}), "missing_field", ["but not ['o']"]),
+    ("x not a list", json.dumps({"x": "hi", "y": "a", "o": "b"}), "bad_x", ["x is a str"]),
+    ("meta not a dict", json.dumps({**GOOD_IT, "meta": [1]}), "bad_meta", ["meta is a list"]),
+    ("unknown role", json.dumps({"conversation_id": "c-role", "conversation": [u("hi"), {"role": "tool", "content": "{}"}, u("x")]}),
+     "unknown_role", ["(conversation c-role)", "unknown role 'tool'", "role_map={'tool': 'user'}", "role_map: {tool: user}"]),
+    ("unknown role in x", json.dumps({"x": [{"role": "bot", "content": "hi"}], "y": "a", "o": "b"}), "unknown_role", ["role_map"]),
+    ("empty message", json.dumps({"conversation_id": "c-empty", "conversation": [u("hi"), a("  "), u("x")]}), "empty_message",
+     ["(conversation c-empty)", "empty or whitespace"]),
+    ("empty o", json.dumps({**GOOD_IT, "o": " "}), "empty_message", ["Interaction.o must be a non-empty string"]),
+    ("empty y", json.dumps({**GOOD_IT, "y": ""}), "empty_message", ["Interaction.y"]),
+    ("y not text", json.dumps({**GOOD_IT, "y": 4}), "non_string_message", ["Interaction.y"]),
+    ("content not text", json.dumps({"conversation": [u("hi"), {"role": "assistant", "content": ["a"]}, u("x")]}),
+     "non_string_message", ["not str"]),
+    ("roles do not alternate", json.dumps({"conversation": [u("hi"), u("again"), a("x"), u("y")]}), "consecutive_same_role",
+     ["both 'user' messages", "consecutive_same_role='drop'"]),
+    ("roles do not alternate in x", json.dumps({"x": [u("hi"), u("again")], "y": "a", "o": "b"}), "consecutive_same_role", ["both 'user'"]),
+    ("system in the middle", json.dumps({"conversation": [u("hi"), {"role": "system", "content": "S"}, a("x"), u("y")]}),
+     "system_not_first", ["only the first message"]),
+    ("x ends with the assistant", json.dumps({"x": [u("hi"), a("yo")], "y": "a", "o": "b"}), "x_not_ending_in_user",
+     ["must end with a user message"]),
+    ("no follow-up", json.dumps({"conversation": [u("hi"), a("hello")]}), "no_followup", ["yields no interaction"]),
+    ("no messages", json.dumps({"conversation": []}), "empty_conversation", ["no messages"]),
+]
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join((l if isinstance(l, bytes) else (l if isinstance(l, str) else json.dumps(l)).encode()) + b"\n"
+                              for l in lines))
+    return path
+
+
+@pytest.mark.parametrize("what, line, reason, words", BAD_LINES, ids=[b[0] for b in BAD_LINES])
+def test_each_bad_record_stops_with_its_place_and_fix(tmp_path, what, line, reason, words):
+    p = write_lines(tmp_path / "data.jsonl", [GOOD_IT, "", line, GOOD_CONV])        # a blank line: lines still count right
+    with pytest.raises(ConversationError) as e:
+        load_interactions(p)
+    msg = str(e.value)
+    assert e.value.reason == reason and msg.startswith(f"{p}:3")
+    assert "on_bad_record='skip'" in msg and "\n" not in msg
+    for w in words: assert w in msg, (w, msg)
+    rep = FilterReport("data", unit="records")
+    its = load_interactions(p, on_bad_record="skip", report=rep)
+    assert (rep.seen, rep.kept, dict(rep.skipped)) == (3, 2, {reason: 1}) and rep.examples[reason][0].startswith(f"{p}:3")
+    assert [(i.meta["line"], i.meta.get("conversation_id")) for i in its] == [(1, None), (4, "ok"), (4, "ok")]
+    with pytest.warns(UserWarning, match=f"skipped 1 of 3 records.*{reason} at {p}:3"):
+        assert len(load_interactions(p, on_bad_record="skip")) == 3
+
+
+def test_load_interactions_file_level_problems(tmp_path):
+    with pytest.raises(FileNotFoundError, match="set data to 'fixtures'"): load_interactions(tmp_path / "nope.jsonl")
+    with pytest.raises(IsADirectoryError, match="is a folder"): load_interactions(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match="holds no records"): load_interactions(tmp_path / "empty.jsonl")
+    p = write_lines(tmp_path / "bad.jsonl", ["{", "[1, 2]"])
+    with pytest.raises(ValueError, match=r"yields no interactions: .*2 records seen, 0 kept, 2 skipped"):
+        load_interactions(p, on_bad_record="skip")
+    j = tmp_path / "list.json"; j.write_text(json.dumps([GOOD_IT, GOOD_IT], indent=1))
+    with pytest.raises(ConversationError, match=r"list.json:1: not valid JSON.*jq -c"): load_interactions(j)
+    for kw, msg in (({"on_bad_record": "ignore"}, "'stop'"), ({"max_history": 0}, "max_history"), ({"max_history": True}, "max_history"),
+                    ({"role_map": {"bot": "robot"}}, "role_map")):
+        with pytest.raises(ValueError, match=msg): load_interactions(write_lines(tmp_path / "ok.jsonl", [GOOD_IT]), **kw)
+
+
+def test_load_interactions_reads_what_it_writes(tmp_path):
+    fx = fixture_interactions()
+    p = write_lines(tmp_path / "its.jsonl", [it.to_dict() for it in fx])
+    back = load_interactions(p)
+    assert [(i.x, i.y, i.o) for i in back] == [(i.x, i.y, i.o) for i in fx]
+    assert all(b.meta == {**i.meta, "file": str(p), "line": k} for k, (b, i) in enumerate(zip(back, fx), 1))
+    convs = write_lines(tmp_path / "convs.jsonl", load_fixture_conversations())
+    assert [(i.x, i.y, i.o) for i in load_interactions(convs, max_history=3)] == \
+           [(i.x, i.y, i.o) for i in fixture_interactions(max_history=3)]
+    # CRLF line ends and a byte-order mark are read as text
+    crlf = tmp_path / "crlf.jsonl"; crlf.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_IT).encode() + b"\r\n" + json.dumps(GOOD_IT).encode() + b"\r\n")
+    assert len(load_interactions(crlf)) == 2
+    assert load_interactions("fixtures") == fixture_interactions()
+    n, rec = next(read_records(crlf))
+    assert n == 1 and rec == GOOD_IT
+
+
+def test_load_interactions_role_map_turns_a_skip_into_data(tmp_path):
+    p = write_lines(tmp_path / "d.jsonl", [{"conversation": [u("hi"), {"role": "bot", "content": "yo"}, u("thanks")]}, GOOD_IT])
+    rep = FilterReport()
+    assert len(load_interactions(p, on_bad_record="skip", report=rep)) == 1 and dict(rep.skipped) == {"unknown_role": 1}
+    its = load_interactions(p, role_map={"bot": "assistant"})
+    assert len(its) == 2 and its[0].y == "yo" and its[0].o == "thanks"

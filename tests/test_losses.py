@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hindsight_ref.losses import (AllMaskedError, chunked_distill_loss, distill_loss, drop_first_k, ema_update_, forward_kl,
                                   generalized_jsd, reduce_tokens, reverse_kl, sampled_token_loss, masked_advantage,
@@ -161,6 +160,31 @@ def test_reductions():
     assert reduce_tokens(v, m, "seq_sum").item() == 12.0
     with pytest.raises(AllMaskedError):
         reduce_tokens(v, torch.zeros_like(m))
+    # the paper's token sum (Eqs. 2, 4, 8): per-sequence sums 4 and 10, then their mean
+    assert reduce_tokens(v, m, "none", length_norm=False).tolist() == [4.0, 10.0]
+    assert reduce_tokens(v, m, length_norm=False).item() == 7.0
+
+
+def test_ref_kl_penalty_by_hand():
+    "loss = paper loss + beta * KL(student || reference); zero against an identical reference."
+    from hindsight_ref.losses import ref_kl_penalty
+    zs, zr = P(.5, .5).float().view(1, 1, 2), P(.8, .2).float().view(1, 1, 2)
+    one = torch.ones(1, 1, dtype=torch.bool)
+    assert ref_kl_penalty(zs, zr, one, beta=2.0).item() == pytest.approx(2 * math.log(1.25), abs=1e-6)
+    assert ref_kl_penalty(zs, zs, one, beta=3.0).item() == 0.0
+    with pytest.raises(ValueError, match="beta"):
+        ref_kl_penalty(zs, zr, one, beta=-0.1)
+
+
+def test_sft_loss_by_hand():
+    from hindsight_ref.losses import sft_loss
+    lp = torch.tensor([[math.log(.5), math.log(.25)], [math.log(.5), 0.]], requires_grad=True)
+    m = torch.tensor([[True, True], [True, False]])
+    v = sft_loss(lp, m)
+    assert v.item() == pytest.approx(0.5 * ((math.log(2) + math.log(4)) / 2 + math.log(2)), abs=1e-6)
+    v.backward()
+    assert torch.allclose(lp.grad, torch.tensor([[-0.25, -0.25], [-0.5, 0.]]))
+    assert sft_loss(lp.detach(), m, length_norm=False).item() == pytest.approx(0.5 * (math.log(8) + math.log(2)), abs=1e-6)
 
 
 def test_distill_loss_reverse_kl_two_positions():
@@ -202,6 +226,17 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _assert_grads_close(g_ref, g, rel=1e-4):
+    "float32 gradients summed over a 49k vocabulary in another order agree to ~1e-5 of the largest entry; allow 1e-4."
+    assert g_ref.keys() == g.keys()
+    scale = max(v.abs().max().item() for v in g_ref.values())
+    assert max((g_ref[n] - g[n]).abs().max().item() for n in g_ref) < rel * scale
+
+
+def _assert_value_close(a, b, rel=1e-5):
+    assert abs(a - b) < rel * max(1.0, abs(a))
+
+
 def test_sampled_token_loss_chunked_equals_naive(batch_and_model):
     "The paper's loss from signal.completion_logprobs (chunked, recomputed) == from full [B, T, V] logits."
     from hindsight_ref.signal import completion_logprobs
@@ -221,13 +256,13 @@ def test_sampled_token_loss_chunked_equals_naive(batch_and_model):
     ls_c = completion_logprobs(model, *S, b["completion_ids"], Ls, chunk_size=5)
     chunked = sampled_token_loss(ls_c, lt_c, m, center=True, clip=2.0)
     chunked.backward(); g_chunked = _grads(model)
-    assert abs(naive.item() - chunked.item()) < 1e-5
-    assert g_naive.keys() == g_chunked.keys()
-    assert max((g_naive[n] - g_chunked[n]).abs().max().item() for n in g_naive) < 1e-5
+    _assert_value_close(naive.item(), chunked.item())
+    _assert_grads_close(g_naive, g_chunked)
 
 
 @pytest.mark.parametrize("kw", [dict(alpha=1.0), dict(alpha=0.0), dict(alpha=0.5), dict(alpha=1.0, topk=10),
-                                dict(alpha=0.3, topk=4, add_tail=False), dict(alpha=1.0, ignore_first_k=2)])
+                                dict(alpha=0.3, topk=4, add_tail=False), dict(alpha=1.0, ignore_first_k=2),
+                                dict(alpha=1.0, length_norm=False)])
 def test_chunked_distill_equals_naive(batch_and_model, kw):
     from hindsight_ref.signal import completion_hidden
     b, model = batch_and_model
@@ -249,8 +284,8 @@ def test_chunked_distill_equals_naive(batch_and_model, kw):
     chunked = chunked_distill_loss(h_s, h_t, head, m, chunk_size=7, **kw)
     chunked.backward(); g_chunked = _grads(model)
     assert naive.item() > 1e-5 and max(g.abs().max().item() for g in g_naive.values()) > 1e-4   # not trivially zero
-    assert abs(naive.item() - chunked.item()) < 1e-5
-    assert max((g_naive[n] - g_chunked[n]).abs().max().item() for n in g_naive) < 1e-5
+    _assert_value_close(naive.item(), chunked.item())
+    _assert_grads_close(g_naive, g_chunked)
 
 
 def test_chunked_reductions_match(batch_and_model):
@@ -264,4 +299,4 @@ def test_chunked_reductions_match(batch_and_model):
         per = chunked_distill_loss(h_s, h_t, head, b["loss_mask"], reduction="none")
         mean = chunked_distill_loss(h_s, h_t, head, b["loss_mask"])
         naive = distill_loss(head(h_s), head(h_t), b["loss_mask"], reduction="none")
-    assert torch.allclose(per, naive, atol=1e-6) and mean.item() == pytest.approx(per.mean().item(), abs=1e-7)
+    assert torch.allclose(per, naive, rtol=1e-5, atol=1e-6) and mean.item() == pytest.approx(per.mean().item(), rel=1e-6)

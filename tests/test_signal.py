@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from hindsight_ref.contexts import collate, encode_interactions
 from hindsight_ref.data import Interaction
-from hindsight_ref.signal import (Signal, completion_logprobs, eval_mode, hindsight_kl, hindsight_signal, kl_divergence,
-                                  naive_completion_logprobs, score_batch, sequence_advantage, token_advantage,
-                                  unrelated_control)
+from hindsight_ref.data import control_interactions
+from hindsight_ref.signal import (Signal, completion_kl, completion_logprobs, eval_mode, hindsight_kl, hindsight_signal,
+                                  interaction_kl, kl_divergence, naive_completion_logprobs, score_batch, separation,
+                                  separation_ladder, separation_stats, sequence_advantage, token_advantage)
 
 LN2 = math.log(2)
 ITS = [
@@ -171,8 +172,9 @@ def test_chunked_matches_naive_value_and_gradient(tiny, batch):
         (v * w).sum().backward()
         grads.append((v.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
     model.zero_grad()
-    assert (grads[0][0] - grads[1][0]).abs().max().item() < 1e-5
-    assert (grads[0][1] - grads[1][1]).abs().max().item() < 1e-5
+    # float32 over a 49k vocabulary summed in another order: relative to the largest entry (a logic error would be O(1))
+    assert (grads[0][0] - grads[1][0]).abs().max().item() < 1e-5 * max(1.0, grads[1][0].abs().max().item())
+    assert (grads[0][1] - grads[1][1]).abs().max().item() < 1e-4 * grads[1][1].abs().max().item()
 
 
 def test_layout_errors_are_clear(tiny, batch):
@@ -244,16 +246,75 @@ def test_hindsight_signal_matches_reference_and_keeps_order(tiny, tok):
 def test_hindsight_signal_student_reuse_and_bad_input(tiny, tok):
     model, _ = tiny
     base = hindsight_signal(model, tok, ITS, progress=False)
-    ctrl = unrelated_control(ITS)
+    ctrl = control_interactions(ITS)
     assert [c.o for c in ctrl] == [i.meta["unrelated_followup"] for i in ITS] and [c.y for c in ctrl] == [i.y for i in ITS]
     a = hindsight_signal(model, tok, ctrl, template="offline_code", progress=False, student=base)
     b = hindsight_signal(model, tok, ctrl, template="offline_code", progress=False)
     for x, y in zip(a, b): torch.testing.assert_close(x.advantage, y.advantage, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="different x or y"): hindsight_signal(model, tok, ITS[::-1], student=base, progress=False)
     with pytest.raises(TypeError, match="not an Interaction"): hindsight_signal(model, tok, [{"x": 1}], progress=False)
-    with pytest.raises(KeyError, match="unrelated_followup"):
-        unrelated_control([Interaction(x=[{"role": "user", "content": "q"}], y="a", o="b")])
     assert hindsight_signal(model, tok, [], progress=False) == []
+
+
+# ---------------------------------------------------------------- the exact per-token KL, and separation
+def reference_kl(model, ctx_p, ctx_q, comp, other=None):
+    other = model if other is None else other
+    def logp(m, ctx):
+        with torch.no_grad(): z = m(torch.tensor([list(ctx) + list(comp)])).logits[0].float()
+        return z.log_softmax(-1)[len(ctx) - 1:len(ctx) - 1 + len(comp)]
+    lp, lq = logp(model, ctx_p), logp(other, ctx_q)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+def test_completion_kl_against_brute_force(tiny, tok):
+    from hindsight_ref.models import tiny_model
+    model, _ = tiny_model(tokenizer=tok, init_std=0.125, logit_scale=3.0)
+    encs = encode_interactions(tok, ITS)
+    kls = interaction_kl(model, encs, tok.pad_token_id, batch_size=2)                 # padded, in two batches
+    for e, k in zip(encs, kls):
+        torch.testing.assert_close(k, reference_kl(model, e.student_context_ids, e.teacher_context_ids, e.completion_ids),
+                                   rtol=1e-4, atol=1e-5)
+        assert (k > 0).all()
+    b = collate(encs, tok.pad_token_id)
+    same = completion_kl(model, b, p_side="student", q_side="student")
+    assert same.abs().max().item() < 1e-6 and (completion_kl(model, b)[~b["completion_mask"]] == 0).all()
+    other, _ = tiny_model(tokenizer=tok, seed=3, init_std=0.125)
+    k2 = interaction_kl(model, encs, tok.pad_token_id, q_model=other, q_side="student")[1]
+    torch.testing.assert_close(k2, reference_kl(model, encs[1].student_context_ids, encs[1].student_context_ids,
+                                                encs[1].completion_ids, other=other), rtol=1e-4, atol=1e-5)
+
+
+def _sig(A):
+    it = Interaction(x=[{"role": "user", "content": "q"}], y="a b", o="o")
+    A = torch.tensor(A)
+    return Signal(it, "paper", list(range(len(A))), ["t"] * len(A), torch.zeros(len(A)), A, A)
+
+
+def test_separation_stats_by_hand():
+    st = separation_stats([_sig([-3., 0.]), _sig([1., 1.])], [_sig([0., 0.2]), _sig([2., 2.])])
+    assert st["real"] == pytest.approx((1.5 + 1.0) / 2) and st["control"] == pytest.approx((0.1 + 2.0) / 2)
+    assert st["ratio"] == pytest.approx(1.25 / 1.05) and st["share"] == 0.5 and st["n"] == 2
+    assert st["seq_real"] == pytest.approx((-3 + 2) / 2) and st["seq_control"] == pytest.approx((0.2 + 4) / 2)
+    with pytest.raises(ValueError, match="same non-empty"):
+        separation_stats([_sig([1.])], [])
+
+
+def test_separation_of_a_model_with_itself_as_control_is_one(tiny, tok):
+    "With the real follow-up as its own control the ratio is exactly 1 and the real one never moves y more."
+    model, _ = tiny
+    out = separation(model, tok, ITS, ITS, templates=("paper", "turns"))
+    assert set(out) == {"paper", "turns"}
+    for st in out.values():
+        assert st["ratio"] == pytest.approx(1.0) and st["share"] == 0.0 and st["n"] == len(ITS)
+
+
+def test_separation_ladder_loads_local_models(tiny, tok, tmp_path):
+    "The ladder's loading path is the real one (models.load_model), here on a local folder, offline."
+    model, _ = tiny
+    model.save_pretrained(tmp_path / "tiny"); tok.save_pretrained(tmp_path / "tiny")
+    rows = separation_ladder([str(tmp_path / "tiny")], ITS, control_interactions(ITS), progress=False)
+    assert rows[0]["model"] == str(tmp_path / "tiny") and rows[0]["n_params"] == sum(p.numel() for p in model.parameters())
+    assert rows[0]["paper"]["n"] == len(ITS) and rows[0]["paper"]["ratio"] > 0
 
 
 def test_smollm2_batched_equals_one_at_a_time():

@@ -1,106 +1,105 @@
-"Tests of the toy world: style round trips, tokenizer, users, judges and the two-order protocol, and the shipped world model."
+"Tests of the toy world: style round trips, tokenizer, users, judges and the two-order protocol, the shipped world model, and its runs through the library's trainer."
 import random
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hindsight_ref import toyworld as tw
 from hindsight_ref.data import Interaction
+from hindsight_ref.toyworld import world as w, model as wm, experiments as ex
 
-styles = st.fixed_dictionaries({a: st.booleans() for a in tw.ATTRS})
+styles = st.fixed_dictionaries({a: st.booleans() for a in w.ATTRS})
 
 
-@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(tw.TOPICS), kind=st.sampled_from(["info", "tip"]))
+@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(w.TOPICS), kind=st.sampled_from(["info", "tip"]))
 @settings(max_examples=100, deadline=None)
 def test_style_round_trip(style, seed, topic, kind):
     rng = random.Random(seed)
-    req = tw.Request(kind, topic, tw.REQUESTS[kind][0].format(t=topic))
-    assert tw.parse_style(tw.render_response(req, style, rng)) == style
+    req = w.Request(kind, topic, w.REQUESTS[kind][0].format(t=topic))
+    assert w.parse_style(w.render_response(req, style, rng)) == style
 
 
 def test_render_needs_every_attribute():
     with pytest.raises(ValueError, match="missing attributes"):
-        tw.render_response(tw.Request("info", "tea", "tell me about tea ."), {"emoji": True}, random.Random(0))
+        w.render_response(w.Request("info", "tea", "tell me about tea ."), {"emoji": True}, random.Random(0))
 
 
 @pytest.fixture(scope="module")
 def wtok():
-    return tw.world_tokenizer()
+    return wm.world_tokenizer()
 
 
 def test_tokenizer_chat_template_and_round_trip(wtok):
     rng = random.Random(0)
     for _ in range(50):
-        conv = tw.world_conversation(rng)
+        conv = w.world_conversation(rng)
         text = wtok.apply_chat_template(conv, tokenize=False)
-        assert text == tw.chatml(conv)
+        assert text == wm.chatml(conv)
         ids = wtok(text, add_special_tokens=False)["input_ids"]
         assert wtok.unk_token_id not in ids
         assert wtok.decode(wtok(conv[-1]["content"])["input_ids"]) == conv[-1]["content"]
     assert wtok.pad_token_id != wtok.eos_token_id
     assert wtok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) \
-        == tw.chatml([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+        == wm.chatml([{"role": "user", "content": "hi"}], add_generation_prompt=True)
 
 
 def test_assistant_labels_cover_assistant_turns_only(wtok):
     conv = [{"role": "user", "content": "tell me about tea ."}, {"role": "assistant", "content": "note that tea are warm ."},
             {"role": "user", "content": "keep it short ."}, {"role": "assistant", "content": "perfect !"}]
-    b = tw.world_batch([conv], wtok)
+    b = wm.world_batch([conv], wtok)
     kept = [wtok.convert_ids_to_tokens(int(i)) for i, l in zip(b["input_ids"][0], b["labels"][0]) if l != -100]
     assert kept == ["note", "that", "tea", "are", "warm", ".", "<|im_end|>", "perfect", "!", "<|im_end|>"]
 
 
 def _resp(**on):
-    return tw.render_response(tw.Request("info", "tea", "tell me about tea ."), {a: on.get(a, False) for a in tw.ATTRS}, random.Random(0))
+    return w.render_response(w.Request("info", "tea", "tell me about tea ."), {a: on.get(a, False) for a in w.ATTRS}, random.Random(0))
 
 
 def test_reward_user_and_judge():
     bad, good = _resp(praise=True, closer=True), _resp()
-    assert tw.true_reward("less_filler", bad) == -2 and tw.true_reward("less_filler", good) == 0
-    assert tw.true_reward("no_emojis", bad) == 0
-    u = tw.SimulatedUser("less_filler", seed=0)
+    assert w.true_reward("less_filler", bad) == -2 and w.true_reward("less_filler", good) == 0
+    assert w.true_reward("no_emojis", bad) == 0
+    u = w.WorldUser("less_filler", seed=0)
     x = [{"role": "user", "content": "tell me about tea ."}]
-    assert u(x, good) in tw.APPROVALS
+    assert u(x, good) in w.APPROVALS
     o = u(x, bad)
-    assert o not in tw.APPROVALS and any(p in o for p in tw.COMPLAINTS[("praise", False)])
-    assert any(p in o for p in tw.COMPLAINTS[("closer", False)])
-    assert tw.judge("less_filler", "", good, bad) == "A" and tw.judge("less_filler", "", bad, good) == "B"
-    assert tw.judge("less_filler", "", good, good) == "A"           # first-position bias on ties
-    assert tw.judge("less_filler", "", good, good, tie="C") == "C"
+    assert o not in w.APPROVALS and any(p in o for p in w.COMPLAINTS[("praise", False)])
+    assert any(p in o for p in w.COMPLAINTS[("closer", False)])
+    j = w.world_judge("less_filler")
+    assert j("", good, bad) == "A" and j("", bad, good) == "B"
+    assert j("", good, good) == "A"                                   # first-position bias on ties
+    assert w.world_judge("less_filler", tie="C")("", good, good) == "C"
 
 
 def test_two_order_protocol_cancels_position_bias():
+    from hindsight_ref.evaluation import two_order, win_rate
     bad, good = _resp(praise=True), _resp()
-    assert tw.two_order("less_filler", "", good, bad) == 1
-    assert tw.two_order("less_filler", "", bad, good) == -1
-    assert tw.two_order("less_filler", "", good, good) == 0          # A then A: the orders disagree -> tie
-    wr = tw.win_rate("less_filler", [None] * 4, [good, good, bad, good], [bad, bad, good, good])
+    j = w.world_judge("less_filler")
+    assert two_order(j, "", good, bad) == 1 and two_order(j, "", bad, good) == -1
+    assert two_order(j, "", good, good) == 0                           # A then A: the orders disagree -> tie
+    wr = win_rate(j, [""] * 4, [good, good, bad, good], [bad, bad, good, good])
     assert (wr.wins, wr.losses, wr.ties) == (2, 1, 1) and wr.rate == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="same length"):
-        tw.win_rate("less_filler", [None], [good, bad], [bad])
 
 
 def test_bad_inputs():
-    with pytest.raises(KeyError, match="Unknown persona"): tw.get_persona("grumpy")
-    with pytest.raises(ValueError, match="loss must be"): tw.OnlineConfig(loss="forward")
-    with pytest.raises(ValueError, match="at least one"): tw.complaint_text({}, random.Random(0))
+    with pytest.raises(KeyError, match="Unknown persona"): w.world_persona("grumpy")
+    with pytest.raises(ValueError, match="at least one"): w.complaint_text({}, random.Random(0))
 
 
 # The first token of each alternative of every attribute's decision (topic words stand for the plain heading).
-DECISION = {"praise": ({"great", "good", "perfect"}, {"sure"}), "markdown": ({"#"}, set(tw.TOPICS)),
-            "long": ({"first"}, {"in"}), "casual": ({"yeah"}, {"note"}), "emoji": (set(tw.EMOJIS), {"."}),
+DECISION = {"praise": ({"great", "good", "perfect"}, {"sure"}), "markdown": ({"#"}, set(w.TOPICS)),
+            "long": ({"first"}, {"in"}), "casual": ({"yeah"}, {"note"}), "emoji": (set(w.EMOJIS), {"."}),
             "closer": ({"hope", "let"}, {"<|im_end|>"})}
 
 
-@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(tw.TOPICS), kind=st.sampled_from(["info", "tip"]),
-       attr=st.sampled_from(tw.ATTRS))
+@given(style=styles, seed=st.integers(0, 10_000), topic=st.sampled_from(w.TOPICS), kind=st.sampled_from(["info", "tip"]),
+       attr=st.sampled_from(w.ATTRS))
 @settings(max_examples=200, deadline=None)
 def test_each_attribute_is_decided_at_its_own_token(style, seed, topic, kind, attr):
     "Flipping one attribute leaves every token before its decision unchanged, and the decision token names the attribute's value."
-    wtok = tw.world_tokenizer()
-    req = tw.Request(kind, topic, tw.REQUESTS[kind][0].format(t=topic))
-    ids = {v: wtok.convert_ids_to_tokens(wtok(tw.render_response(req, {**style, attr: v}, random.Random(seed)))["input_ids"]) + ["<|im_end|>"]
+    wtok = wm.world_tokenizer()
+    req = w.Request(kind, topic, w.REQUESTS[kind][0].format(t=topic))
+    ids = {v: wtok.convert_ids_to_tokens(wtok(w.render_response(req, {**style, attr: v}, random.Random(seed)))["input_ids"]) + ["<|im_end|>"]
            for v in (True, False)}
     i = next(i for i, (a, b) in enumerate(zip(ids[True], ids[False])) if a != b)
     assert ids[True][i] in DECISION[attr][0] and ids[False][i] in DECISION[attr][1]
@@ -109,73 +108,72 @@ def test_each_attribute_is_decided_at_its_own_token(style, seed, topic, kind, at
             assert not {ids[True][i], ids[False][i]} & (on | off), (attr, other, ids[True][i], ids[False][i])
 
 
-def test_merge_personas():
-    m = tw.merge_personas("no_emojis", "less_filler", "direct_plain")
+def test_combine_personas():
+    m = w.combine_personas("no_emojis", "less_filler", "direct_plain")
     assert m.wanted() == {"emoji": False, "praise": False, "closer": False, "markdown": False, "long": False}
     assert m.name == "no_emojis+less_filler+direct_plain"
-    flip = tw.merge_personas("concise_casual", "detailed_professional")          # a later persona wins a conflict
+    flip = w.combine_personas("concise_casual_beginner", "detailed_professional_expert")   # a later persona wins a conflict
     assert flip.wanted() == {"long": True, "casual": False}
-    bad = tw.render_response(tw.Request("info", "tea", "tell me about tea ."), dict.fromkeys(tw.ATTRS, True), random.Random(0))
-    assert tw.true_reward(m, bad) == -5.0
+    bad = w.render_response(w.Request("info", "tea", "tell me about tea ."), dict.fromkeys(w.ATTRS, True), random.Random(0))
+    assert w.true_reward(m, bad) == -5.0
+    assert "dislikes emojis" in m.profile and "filler praise" in m.profile     # the paper's profile texts, combined
 
 
 @pytest.fixture(scope="module")
 def world():
-    return tw.load_world()
+    return wm.load_world()
 
 
 def test_world_model_reads_hindsight(world):
     "On the shipped model: a complaint about praise makes the praise token much less likely; an unrelated follow-up does not."
+    from hindsight_ref.signal import hindsight_signal
     model, tok = world
     x = [{"role": "user", "content": "tell me about tea ."}]
     y = _resp(praise=True)
-    rel = tw.world_signal(model, tok, [Interaction(x, y, "skip the praise .")])[0]
-    unr = tw.world_signal(model, tok, [Interaction(x, y, "any tips on chess ?")])[0]
-    assert rel["tokens"][0] in ("great", "good", "perfect")
-    assert rel["A"][0] < -1.0 and abs(unr["A"][0]) < 0.3
-    assert rel["seq_A"] < unr["seq_A"] - 1.0
+    rel, unr = hindsight_signal(model, tok, [Interaction(x, y, "skip the praise ."), Interaction(x, y, "any tips on chess ?")],
+                                progress=False)
+    assert rel.tokens[0].strip() in ("great", "good", "perfect")
+    assert rel.advantage[0] < -1.0 and abs(unr.advantage[0]) < 0.3
+    assert rel.sequence_advantage < unr.sequence_advantage - 1.0
 
 
-def test_kl_anchor_needs_base(world):
-    model, tok = world
-    it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(), "perfect , thanks .")
-    with pytest.raises(ValueError, match="base model"):
-        tw.hindsight_loss(model, tok, [it], tw.OnlineConfig(kl_anchor=0.1))
-
-
-def test_hindsight_loss_matches_hand_computation(world):
-    "The trainer's sampled-token loss equals -(1/|y|) sum_i A_i log p_student(y_i), computed here from two plain forward passes."
+def test_the_library_step_on_the_world_is_the_hand_computation(world):
+    "train.hindsight_loss on a world interaction == -(1/|y|) sum_i A_i log p_student(y_i), from two plain forward passes of ChatML text."
+    from hindsight_ref.contexts import collate, encode_interactions, get_template
+    from hindsight_ref.train import hindsight_loss
     model, tok = world
     it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "no emojis please .")
-    loss, _ = tw.hindsight_loss(model, tok, [it], tw.OnlineConfig(kl_anchor=0.0))   # the paper's loss
+    b = collate(encode_interactions(tok, [it]), tok.pad_token_id)
+    loss, _ = hindsight_loss(model, b, ex.world_config(ref_kl=0.0))   # the paper's loss
 
     def logps(text):
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad(): lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        return lp.gather(-1, ids[0, 1:, None])[:, 0], ids.shape[1]
-    y_ids = tok(it.y, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    T = len(y_ids)
-    s_text = tw.chatml(it.x, True) + it.y + "<|im_end|>"
-    t_text = tw.chatml([{"role": "user", "content": it.x[0]["content"] + tw.get_template("paper").hindsight_block(it.o)}], True) + it.y + "<|im_end|>"
-    ls, _ = logps(s_text); lt, _ = logps(t_text)
-    ls, lt = ls[-T:], lt[-T:]
+        return lp.gather(-1, ids[0, 1:, None])[:, 0]
+    T = len(tok(it.y, add_special_tokens=False)["input_ids"]) + 1
+    s_text = wm.chatml(it.x, True) + it.y + "<|im_end|>"
+    t_text = wm.chatml([{"role": "user", "content": it.x[0]["content"] + get_template("paper").hindsight_block(it.o)}], True) + it.y + "<|im_end|>"
+    ls, lt = logps(s_text)[-T:], logps(t_text)[-T:]
     expected = -((lt - ls) * ls).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
 
 
-def test_kl_anchor_adds_beta_times_kl_to_the_base(world):
-    "Anchored loss = paper loss + beta * KL(student || base); the KL is zero against an identical base and positive against another."
-    import copy
-    model, tok = world
-    its = [Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(praise=True), "skip the praise ."),
-           Interaction([{"role": "user", "content": "any tips on chess ?"}], _resp(long=True), "perfect , thanks .")]
-    paper, _ = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=0.0))
-    same, st_same = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=2.0), base=copy.deepcopy(model))
-    assert st_same["kl_base"] == pytest.approx(0.0, abs=1e-6) and same.item() == pytest.approx(paper.item(), abs=1e-5)
-    other = tw.world_model(tok, hidden=model.config.hidden_size, layers=model.config.num_hidden_layers, seed=7).eval()
-    anch, st = tw.hindsight_loss(model, tok, its, tw.OnlineConfig(kl_anchor=2.0), base=other)
-    assert st["kl_base"] > 0.1
-    assert anch.item() == pytest.approx(paper.item() + 2.0 * st["kl_base"], rel=1e-4)
+def test_world_recipes_are_library_configs():
+    c = ex.world_config()
+    assert (c.mode, c.loss, c.ref_kl, c.batch_size, c.template) == ("online", "sampled_token", 2.0, 10, "paper")
+    assert ex.world_config(ref_kl=0.0).ref_kl == 0.0                        # the paper's recipe
+    for overrides in ex.WORLD_VARIANTS.values(): ex.world_config(**overrides)   # every variant is a valid TrainConfig
+
+
+def test_a_world_run_goes_through_the_library_trainer(world):
+    from hindsight_ref.trainers import OnlineTrainer
+    tr = ex.world_trainer(w.WorldUser("less_filler", seed=0), 20, ex.world_config(max_new_tokens=24))
+    assert isinstance(tr, OnlineTrainer) and tr.ref is not None and tr.total_steps == 2
+    calls = []
+    hist = ex.train_and_evaluate(tr, lambda m: calls.append(1) or {"probe": float(len(calls))}, every=10)
+    assert [h["interactions"] for h in hist] == [0, 10, 20] and tr.step == 2
+    logged = (tr.out / "interactions.jsonl").read_text().splitlines()
+    assert len(logged) + tr.n_empty == 20
 
 
 def test_plot_helpers_draw_from_the_library():
@@ -183,15 +181,15 @@ def test_plot_helpers_draw_from_the_library():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rates = {a: 0.1 * (i + 1) for i, a in enumerate(tw.ATTRS)}
-    comp = {(a, v): 0.9 if v else 0.8 for a in tw.ATTRS for v in (False, True)}
-    ax = tw.plot_world_model(rates, comp)
+    rates = {a: 0.1 * (i + 1) for i, a in enumerate(w.ATTRS)}
+    comp = {(a, v): 0.9 if v else 0.8 for a in w.ATTRS for v in (False, True)}
+    ax = wm.plot_world_model(rates, comp)
     heights = [[round(float(p.get_height()), 6) for p in bars] for bars in ax.containers]
-    assert heights == [[round(rates[a], 6) for a in tw.ATTRS], [0.8] * 6, [0.9] * 6]
+    assert heights == [[round(rates[a], 6) for a in w.ATTRS], [0.8] * 6, [0.9] * 6]
     hist = [{"interactions": 0, "w": 0.5}, {"interactions": 50, "w": 0.9}]
-    ax = tw.plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, flip_at=50)
+    ax = ex.plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, flip_at=50)
     assert list(ax.lines[0].get_ydata()) == [50, 90] and any(list(l.get_ydata()) == [95, 95] for l in ax.lines)
-    ax = tw.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05), dict(variant="w", win=0.97, max_drift=0.3)])
+    ax = ex.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05), dict(variant="w", win=0.97, max_drift=0.3)])
     assert [c.get_offsets().tolist() for c in ax.collections[:2]] == [[[0.05, 90.0]], [[0.3, 97.0]]]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["v", "w", "meets both targets"]
     plt.close("all")
@@ -200,17 +198,17 @@ def test_plot_helpers_draw_from_the_library():
 def test_shipped_checkpoint_matches_the_code(world):
     "The shipped world model was trained with PRETRAIN_DEFAULTS (also pretrain_world's defaults), on today's vocabulary."
     import inspect, json
-    meta = json.loads((tw.FIXTURE_DIR / "world.json").read_text())
-    assert {k: meta[k] for k in tw.PRETRAIN_DEFAULTS} == tw.PRETRAIN_DEFAULTS
-    sig = inspect.signature(tw.pretrain_world)
-    assert {k: sig.parameters[k].default for k in tw.PRETRAIN_DEFAULTS} == tw.PRETRAIN_DEFAULTS
-    assert world[1].get_vocab() == tw.world_tokenizer().get_vocab()      # a change to the world's words needs a rebuild
+    meta = json.loads((wm.FIXTURE_DIR / "world.json").read_text())
+    assert {k: meta[k] for k in wm.PRETRAIN_DEFAULTS} == wm.PRETRAIN_DEFAULTS
+    sig = inspect.signature(wm.pretrain_world)
+    assert {k: sig.parameters[k].default for k in wm.PRETRAIN_DEFAULTS} == wm.PRETRAIN_DEFAULTS
+    assert world[1].get_vocab() == wm.world_tokenizer().get_vocab()      # a change to the world's words needs a rebuild
 
 
-def test_pretraining_is_deterministic():
-    "Two short pretraining runs with the same settings give bitwise-identical weights (what makes the rebuild reproducible)."
-    kw = dict(tw.PRETRAIN_DEFAULTS, steps=4, batch_size=8, bucket=2, verbose=False)
-    (m1, _, _), (m2, _, _) = tw.pretrain_world(**kw), tw.pretrain_world(**kw)
+def test_pretraining_is_deterministic_within_a_process():
+    "Two short pretraining runs with the same settings, in one process, give bitwise-identical weights; another seed does not."
+    kw = dict(wm.PRETRAIN_DEFAULTS, steps=4, batch_size=8, bucket=2, verbose=False)
+    (m1, _, _), (m2, _, _) = wm.pretrain_world(**kw), wm.pretrain_world(**kw)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    m3 = tw.pretrain_world(**dict(kw, seed=1))[0]
+    m3 = wm.pretrain_world(**dict(kw, seed=1))[0]
     assert not all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))

@@ -1,11 +1,10 @@
-"The trainers: config, schedule, exact resume, gradient accumulation, bad input, online loop, main_train."
+"The step and the trainers: config, schedule, exact resume, gradient accumulation, bad input, online loop, main_train."
 import copy
 import dataclasses
 import json
 import math
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +13,10 @@ from hindsight_ref.contexts import encode_interaction, encode_interactions
 from hindsight_ref.data import Interaction, fixture_interactions
 from hindsight_ref.losses import AllMaskedError
 from hindsight_ref.models import ModelLoadError, tiny_model
-from hindsight_ref.train import (HindsightTrainer, NonFiniteLossError, OnlineTrainer, RuleBasedSimulator, TrainConfig,
-                                 UserSimulator, evaluate_hindsight_kl, lr_factor, main_train, make_optimizer, read_metrics,
-                                 recipes_dir, split_heldout)
+from hindsight_ref.simulators import RuleBasedSimulator
+from hindsight_ref.train import TrainConfig, evaluate_hindsight_kl, hindsight_loss, lr_factor, make_optimizer, split_heldout
+from hindsight_ref.trainers import (CheckpointError, HindsightTrainer, NonFiniteLossError, OnlineTrainer, checkpoints_in,
+                                    main_train, read_metrics, recipes_dir)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +24,9 @@ def fx():
     return fixture_interactions()
 
 
-def reading_model(tok, seed=0, std=0.125, sharpen=3.0):
+def reading_model(tok, seed=0):
     "The tiny model with decoder weights at 1/sqrt(d) and a sharpened output: it reads its context."
-    model, tok = tiny_model(seed=seed, tokenizer=tok)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.model.layers.modules():
-            if isinstance(m, torch.nn.Linear): m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-        model.model.norm.weight.mul_(sharpen)
-    return model, tok
+    return tiny_model(seed=seed, tokenizer=tok, init_std=0.125, logit_scale=3.0)
 
 
 def cfg(tmp_path, name="run", **kw):
@@ -66,13 +60,37 @@ def test_paper_defaults():
     c = TrainConfig()
     assert (c.lr, c.schedule, c.warmup_ratio, c.batch_size * c.grad_accum, c.epochs) == (2e-6, "cosine", 0.05, 32, 2)
     assert (c.loss, c.teacher, c.center, c.clip_advantage, c.ignore_first_k, c.alpha) == ("sampled_token", "live", False, None, 0, 1.0)
+    assert (c.max_grad_norm, c.ref_kl, c.temperature, c.top_p, c.top_k) == (None, 0.0, 1.0, 1.0, None)   # the paper: none of these
+    assert c.length_norm   # the one official-code default: token mean per sequence (the paper's lrs were tuned with it)
+
+
+@pytest.mark.parametrize("bad, msg", [(dict(lr="fast"), "TrainConfig.lr must be float"), (dict(batch_size=2.5), "batch_size must be int"),
+                                      (dict(epochs="two"), "epochs must be int"), (dict(max_steps=0), "max_steps must be >= 1"),
+                                      (dict(lr=0.0), "lr must be > 0"), (dict(top_p=0.0), "top_p must be > 0"),
+                                      (dict(progress="no"), "progress must be bool"), (dict(lora=[4]), "lora must be dict"),
+                                      (dict(betas=[0.9]), "betas must be two numbers"), (dict(template="nope"), "Unknown template"),
+                                      (dict(on_bad_record="ignore"), "on_bad_record must be one of")])
+def test_config_types_and_ranges_are_checked_before_loading(bad, msg):
+    with pytest.raises(ValueError, match=msg.replace("(", r"\(")):
+        TrainConfig(**bad)
+
+
+def test_config_widens_and_reads_yaml_numbers(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("lr: 1e-5\nmax_grad_norm: 1\n")           # YAML 1.1 reads 1e-5 as a string, 1 as an int
+    c = TrainConfig.from_yaml(p)
+    assert c.lr == 1e-5 and isinstance(c.max_grad_norm, float)
 
 
 def test_every_recipe_loads():
+    "Every shipped recipe is a valid training config, or a protocol (10b_protocols) whose train section is one."
+    import yaml
+    from hindsight_ref.protocols import Protocol
     names = sorted(p.name for p in recipes_dir().glob("*.yaml"))
     assert "offline_paper.yaml" in names and "online_tldr.yaml" in names
     for p in recipes_dir().glob("*.yaml"):
-        TrainConfig.from_yaml(p)
+        if "protocol" in (yaml.safe_load(p.read_text()) or {}): Protocol.from_yaml(p)
+        else: TrainConfig.from_yaml(p)
 
 
 def test_schedules():
@@ -165,7 +183,62 @@ def test_resume_on_other_data_is_refused(tmp_path, tok, fx):
     a = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1), *reading_model(tok), interactions=fx[:4])
     a.train()
     with pytest.raises(ValueError, match="different data"):
-        HindsightTrainer(cfg(tmp_path, resume_from="latest"), *reading_model(tok), interactions=fx[:6])
+        HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1, resume_from="latest"), *reading_model(tok), interactions=fx[:6])
+
+
+def test_a_used_output_dir_is_never_overwritten(tmp_path, tok, fx):
+    a = HindsightTrainer(cfg(tmp_path, save_every=1), *reading_model(tok), interactions=fx[:4])
+    a.train(); a.save()
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="resume_from: latest"):
+        HindsightTrainer(cfg(tmp_path), *reading_model(tok), interactions=fx[:4])
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("change, allowed", [(dict(lr=5e-3), False), (dict(batch_size=4), False), (dict(teacher="ema"), False),
+                                             (dict(progress=True, save_every=3, log_every=2), True)])
+def test_resume_with_a_changed_config(tmp_path, tok, fx, change, allowed):
+    a = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=3), *reading_model(tok), interactions=fx[:6])
+    a.train(stop_after=1)
+    make = lambda: HindsightTrainer(cfg(tmp_path, **{**dict(save_every=1, max_steps=3, resume_from="latest"), **change}),
+                                    *reading_model(tok), interactions=fx[:6])
+    if allowed: assert make().step == 1
+    else:
+        with pytest.raises(ValueError, match=f"{next(iter(change))}: "):
+            make()
+
+
+def test_a_broken_checkpoint_falls_back_to_the_previous_one(tmp_path, tok, fx):
+    a = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=3, keep_checkpoints=3), *reading_model(tok), interactions=fx[:6])
+    a.train(stop_after=2)
+    newest = checkpoints_in(tmp_path / "run")[-1]
+    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:500])          # truncated
+    (tmp_path / "run" / "checkpoints" / "step-000009.tmp").mkdir()                       # a stale unfinished one
+    with pytest.warns(UserWarning, match="Falling back"):
+        b = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=3, keep_checkpoints=3, resume_from="latest"),
+                             *reading_model(tok), interactions=fx[:6])
+    assert b.step == 1
+    with pytest.raises(CheckpointError, match=str(newest.name)):
+        HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=3, keep_checkpoints=3, resume_from=str(newest)),
+                         *reading_model(tok), interactions=fx[:6])
+
+
+def test_keep_checkpoints_ignores_unfinished_ones(tmp_path, tok, fx):
+    "A stale step-N.tmp (a write that was killed) neither counts toward keep_checkpoints nor gets resumed from."
+    tr = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=3, keep_checkpoints=2), *reading_model(tok), interactions=fx[:6])
+    tr.train(stop_after=1)
+    (tmp_path / "run" / "checkpoints" / "step-000099.tmp").mkdir()
+    tr.train()
+    assert [p.name for p in checkpoints_in(tmp_path / "run")] == ["step-000002", "step-000003"]
+
+
+def test_a_full_disk_is_named(tmp_path, tok, fx, monkeypatch):
+    tr = HindsightTrainer(cfg(tmp_path, save_every=1, max_steps=1), *reading_model(tok), interactions=fx[:4])
+    def full(*a, **k): raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file: basic_ios::clear")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match="GiB free"):
+        tr.train()
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
 # ---- the step is what it claims --------------------------------------------------------------------------------------------
@@ -188,8 +261,39 @@ def test_gradient_checkpointing_gives_the_same_step(tmp_path, tok, fx):
     a = HindsightTrainer(cfg(tmp_path, "a", max_steps=1), *reading_model(tok), interactions=fx[:4])
     b = HindsightTrainer(cfg(tmp_path, "b", max_steps=1, gradient_checkpointing=True), *reading_model(tok), interactions=fx[:4])
     a.train(); b.train()
-    wa, wb = weights(a.model), weights(b.model)
-    assert max((wa[n] - wb[n]).abs().max().item() for n in wa) < 1e-6
+    ga = [a.opt.state[p]["exp_avg"] for p in a.opt.param_groups[0]["params"]]   # (1 - beta1) * gradient
+    gb = [b.opt.state[p]["exp_avg"] for p in b.opt.param_groups[0]["params"]]
+    scale = max(x.abs().max().item() for x in ga)
+    assert scale > 0 and max((x - y).abs().max().item() for x, y in zip(ga, gb)) < 1e-5 * scale
+
+
+def test_the_step_is_the_thirty_line_loop(tok, fx):
+    "hindsight_loss == -(A * log p_student) token-mean per sequence, in value and gradient; the anchor adds beta * KL."
+    from hindsight_ref.contexts import collate
+    from hindsight_ref.signal import batch_logprobs
+    from hindsight_ref.losses import distill_loss
+    m, _ = reading_model(tok)
+    b = collate(encode_interactions(tok, fx[:6]), tok.pad_token_id)
+    c = TrainConfig(model="tiny")
+    lib, st = hindsight_loss(m, b, c)
+    ls = batch_logprobs(m, b, "student"); lt = batch_logprobs(m, b, "teacher").detach(); mk = b["loss_mask"]
+    loop = -((lt - ls.detach()) * ls * mk).sum(-1) / mk.sum(-1)
+    torch.testing.assert_close(lib, loop, rtol=1e-5, atol=1e-6)
+    params = list(m.parameters())
+    g1, g2 = torch.autograd.grad(lib.mean(), params), torch.autograd.grad(loop.mean(), params)
+    scale = max(g.abs().max().item() for g in g2)
+    assert max((x - y).abs().max().item() for x, y in zip(g1, g2)) < 1e-4 * scale
+    # the anchor: + beta * KL(student || reference), computed here from full logits
+    ref, _ = reading_model(tok, seed=1)
+    anchored, _ = hindsight_loss(m, b, dataclasses.replace(c, ref_kl=2.0), ref=ref)
+    L, T = b["student_context_len"], b["completion_ids"].shape[1]
+    logits = lambda model: model(input_ids=b["student_input_ids"], attention_mask=b["student_attention_mask"],
+                                 position_ids=b["student_position_ids"]).logits[:, L - 1:L - 1 + T]
+    kl = distill_loss(logits(m), logits(ref).detach(), mk, reduction="none")
+    torch.testing.assert_close(anchored, lib + 2.0 * kl, rtol=1e-5, atol=1e-5)
+    same, _ = hindsight_loss(m, b, dataclasses.replace(c, ref_kl=2.0), ref=copy.deepcopy(m))
+    torch.testing.assert_close(same, lib, rtol=1e-5, atol=1e-6)        # zero against an identical reference
+    assert st["n_seqs"] == 6 and st["mean_abs_A"] > 0
 
 
 @pytest.mark.parametrize("kw", [dict(loss="full"), dict(loss="topk", topk=8, alpha=0.5), dict(loss="topk", alpha=0.0, teacher="frozen"),
@@ -233,7 +337,7 @@ def test_empty_dataset(tmp_path, tok):
 
 def test_all_masked_everywhere(tmp_path, tok, fx):
     with pytest.raises(AllMaskedError, match="ignore_first_k"):
-        HindsightTrainer(cfg(tmp_path, ignore_first_k=10_000), *tiny_model(tokenizer=tok), interactions=fx[:4])
+        HindsightTrainer(cfg(tmp_path, ignore_first_k=10_000), *tiny_model(tokenizer=tok), interactions=fx[:4]).train()
 
 
 def test_all_masked_batch_names_the_interactions(tmp_path, tok, fx):
@@ -244,7 +348,6 @@ def test_all_masked_batch_names_the_interactions(tmp_path, tok, fx):
     long = [it for it in fx if len(encode_interaction(tok, it).completion_ids) > k + 5][:2]
     c = cfg(tmp_path, ignore_first_k=k, batch_size=2, grad_accum=1, epochs=1, max_steps=None)
     tr = HindsightTrainer(c, *tiny_model(tokenizer=tok), interactions=short + long)
-    order = [i for i in range(4)]
     tr._step_items = lambda epoch, step: [[0, 1]] if step == 0 else [[2, 3]]   # put the two short ones in one step
     with pytest.raises(AllMaskedError, match="short-0#turn1"):
         tr.train()
@@ -266,10 +369,10 @@ def _poisoned(tok, fx):
 
 def test_nan_loss_is_skipped_and_reported(tmp_path, tok, fx):
     m, t, data = _poisoned(tok, fx)
-    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=1), m, t, interactions=data)
+    tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=2), m, t, interactions=data)
     w0 = weights(tr.model)
     with pytest.warns(UserWarning, match="poisoned#turn1"):
-        rec = tr.train()[0]
+        rec = tr.train(stop_after=1)[0]
     assert rec["skipped"] and "poisoned#turn1" in rec["problem"] and math.isnan(rec["loss"])
     assert all(torch.equal(w0[n], p) for n, p in tr.model.named_parameters())       # no update at all
     assert read_metrics(tmp_path / "run")[0]["skipped"]
@@ -282,6 +385,18 @@ def test_nan_loss_stops_naming_the_interaction(tmp_path, tok, fx):
         tr.train()
 
 
+def test_a_run_that_ends_diverged_is_an_error_not_a_result(tmp_path, tok, fx):
+    "lr=1e10: the run must not end 'successfully' with a broken model."
+    tr = HindsightTrainer(cfg(tmp_path, lr=1e10, max_steps=3, max_grad_norm=None, optimizer="adamw"), *reading_model(tok),
+                          interactions=fx[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NonFiniteLossError, match="diverged"):
+            tr.train()
+    with pytest.raises(NonFiniteLossError, match="not saved"):
+        tr.save()
+
+
 def test_repeated_nan_stops_the_run(tmp_path, tok, fx):
     m, t, data = _poisoned(tok, fx)
     tr = HindsightTrainer(cfg(tmp_path, batch_size=4, max_steps=5, max_skipped_steps=3), m, t, interactions=data)
@@ -289,6 +404,13 @@ def test_repeated_nan_stops_the_run(tmp_path, tok, fx):
         warnings.simplefilter("ignore")
         with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
             tr.train()
+
+
+def test_vocabulary_smaller_than_the_tokenizer(tmp_path, tok, fx):
+    m, _ = tiny_model(tokenizer=tok)
+    m.resize_token_embeddings(1000)
+    with pytest.raises(ValueError, match="embedding table only 1000 rows"):
+        HindsightTrainer(cfg(tmp_path), m, tok, interactions=fx[:2])
 
 
 def test_model_without_chat_template(tmp_path, tok, fx):
@@ -299,16 +421,6 @@ def test_model_without_chat_template(tmp_path, tok, fx):
 
 
 # ---- online ------------------------------------------------------------------------------------------------------------------------
-def test_rule_based_simulator():
-    sim = RuleBasedSimulator(max_words=5, no_markdown=True)
-    x = [{"role": "user", "content": "hi"}]
-    assert isinstance(sim, UserSimulator)
-    assert sim(x, "Hello.") == sim.satisfied
-    o = sim(x, "Great question! 😊 here is a long answer with many words")
-    assert "flattery" in o and "emojis" in o and "too long" in o
-    assert "markdown" in sim(x, "**Yes**")
-
-
 def test_online_uses_each_context_once_and_scores_sampled_ids(tmp_path, tok, fx):
     xs = [it.x for it in fx[:4]]
     seen = []
@@ -322,6 +434,32 @@ def test_online_uses_each_context_once_and_scores_sampled_ids(tmp_path, tok, fx)
     assert len(seen) + tr.n_empty == 4
     logged = [json.loads(l) for l in (tmp_path / "run" / "interactions.jsonl").read_text().splitlines()]
     assert all(r["o"] == "Shorter please." and r["n_tokens"] <= 8 for r in logged)
+
+
+def test_online_step_with_only_empty_samples_says_so(tmp_path, tok, fx, monkeypatch):
+    "A step where the model ends its turn at once everywhere is an error about empty samples, not about ignore_first_k."
+    import hindsight_ref.trainers as train_mod
+    from hindsight_ref.sampling import Samples
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    def only_end_of_turn(model, tok_, xs, *a, **k):
+        n = len(xs)
+        return Samples([[1]] * n, [[eot]] * n, [True] * n, [torch.zeros(1)] * n, [torch.zeros(1)] * n)
+    monkeypatch.setattr(train_mod, "sample_completions", only_end_of_turn)
+    tr = OnlineTrainer(cfg(tmp_path, mode="online", batch_size=2, max_new_tokens=4), *reading_model(tok),
+                       prompts=[fx[0].x, fx[1].x], simulator=lambda x, y: "ok")
+    with pytest.raises(ValueError, match="sampled completions was empty"):
+        tr.train()
+
+
+def test_users_with_a_batch_method_answer_the_whole_batch(tmp_path, tok, fx):
+    calls = []
+    class Batched:
+        def __call__(self, x, y): raise AssertionError("the trainer must use many()")
+        def many(self, xs, ys): calls.append(len(xs)); return ["Shorter."] * len(xs)
+    tr = OnlineTrainer(cfg(tmp_path, mode="online", batch_size=2, max_new_tokens=6, max_steps=1), *reading_model(tok),
+                       prompts=[fx[0].x, fx[1].x], simulator=Batched())
+    tr.train()
+    assert calls and sum(calls) + tr.n_empty == 2
 
 
 def test_bad_simulator_output(tmp_path, tok, fx):

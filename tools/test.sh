@@ -7,7 +7,7 @@ V=.venv/bin
 t0=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - t0 ))s)"; }
 
-step "1/4 notebooks and library in sync (nbdev_clean + nbdev_export leave git clean)"
+step "1/5 notebooks and library in sync (nbdev_clean + nbdev_export leave git clean)"
 if git rev-parse --git-dir >/dev/null 2>&1; then
   state() { git status --porcelain -- nbs hindsight_ref README.md docs; git diff -- nbs hindsight_ref README.md docs | sha1sum; }
   before=$(state)
@@ -24,13 +24,19 @@ else
   echo "not a git checkout: sync check skipped"
 fi
 
-step "2/4 nbdev_test over all notebooks (cells flagged slow or cuda are skipped)"
+step "2/5 lint: ruff check --select F (unused imports and names, undefined names) over hindsight_ref/ tests/ tools/"
+$V/ruff check --select F --output-format concise hindsight_ref tests tools || {
+  echo "FAIL: lint. Fix each finding above in the notebook its module comes from (hindsight_ref/ is generated from nbs/),"
+  echo "      or in the test or tool file; then run nbdev_export. \`ruff check --select F --fix\` removes unused imports."; exit 1; }
+
+step "3/5 nbdev_test over all notebooks (cells flagged slow or cuda are skipped)"
 $V/nbdev_test --n_workers 2 --timing || { echo "FAIL: nbdev_test (the failing notebook and cell are printed above)"; exit 1; }
 
-step "3/4 docs build without Quarto (tools/build_docs.py)"
-$V/python tools/build_docs.py --out "$(mktemp -d)" --check || { echo "FAIL: docs build"; exit 1; }
+step "4/5 docs build without Quarto (tools/build_docs.py)"
+export DOCS_SITE=$(mktemp -d)  # the browser test in step 5 (tests/test_docs.py, when Chromium is there) opens this build
+$V/python tools/build_docs.py --out "$DOCS_SITE" --check || { echo "FAIL: docs build (problems listed above)"; exit 1; }
 
-step "4/4 pytest tests/"
+step "5/5 pytest tests/"
 $V/python -m pytest tests -q -p no:cacheprovider
 rc=$?
 echo "total $(( $(date +%s) - t0 ))s"

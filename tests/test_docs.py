@@ -1,0 +1,270 @@
+"""The docs site (tools/build_docs.py) as a reader meets it.
+
+Without a browser: cell directives, math and the static site checks on small synthetic notebooks and pages. In a
+browser: every built page opened in headless Chromium, served over http://127.0.0.1, for its title, console errors,
+images, rendered math, width and internal links (pages and #anchors), plus a screenshot of the landing page; and a
+deliberately broken site to show each of those checks fails. The browser tests need Chromium and chromedriver
+(Debian: chromium, chromium-driver; `make docs-check` installs them) and skip with a message when they are missing.
+DOCS_SITE=path tests a site already built instead of building one."""
+import functools, html, http.server, importlib, json, os, re, subprocess, sys, threading, urllib.request, warnings
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urldefrag, urlsplit
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import apiref  # noqa: E402
+from docpage import Page  # noqa: E402
+from nbhtml import cell_html, markdown_html  # noqa: E402
+from nbmd import visible_cells  # noqa: E402
+from sitecheck import RAW_TEX, check_site, pre_text  # noqa: E402
+
+CHROMIUM = os.environ.get("DOCS_CHROMIUM", "/usr/bin/chromium")
+DRIVER = os.environ.get("DOCS_CHROMEDRIVER", "/usr/bin/chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update", "--window-size=1280,900",
+         "--disable-dev-shm-usage"]  # containers often give /dev/shm 64 MB, too little for Chromium
+
+
+def page_for(tmp_path, title="T"):
+    "A page of a one-notebook site in tmp_path, to render cells into."
+    site = SimpleNamespace(root=ROOT, nbs=ROOT / "nbs", out=tmp_path, notebooks={"00_a"}, git_url="https://x", branch="main")
+    return Page("00_a", title, site)
+
+
+def code(src, outputs=()):
+    return {"cell_type": "code", "source": src, "outputs": list(outputs), "metadata": {}}
+
+
+def stdout(text): return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def render(cells, page):
+    return "".join(cell_html(c, page) for c in visible_cells({"cells": cells}))
+
+
+def test_directives_hide_fold_and_never_show(tmp_path):
+    page = page_for(tmp_path)
+    cells = [code("#| hide\nsecret_a = 1", [stdout("hidden out\n")]),
+             code("#| include: false\nsecret_b = 2"),
+             code("#| echo: false\nfigure_code()", [stdout("shown output\n")]),
+             code("#| code-fold: true\nfolded_code()", [stdout("folded output\n")]),
+             code("#| output: false\nquiet()", [stdout("no such output\n")]),
+             code("#|export\nplain_code()")]
+    out = render(cells, page)
+    pre = "".join(re.findall(r"<pre.*?</pre>", out, re.S))
+    for gone in ["secret_a", "hidden out", "secret_b", "figure_code", "no such output", "#|"]: assert gone not in out
+    assert "shown output" in out and "folded output" in out and "quiet" in out and "plain_code" in pre
+    fold = re.search(r"<details class=\"fold\">(.*?)</details>", out, re.S)
+    assert fold and "folded_code" in fold.group(1) and "folded output" not in fold.group(1)  # closed, output outside
+
+
+def test_math_rendered_and_code_untouched(tmp_path):
+    page = page_for(tmp_path)
+    md = ("Inline $A_i < 0$ and a line-wrapped $\\log \\pi(y \\mid\nx)$; a span `$not math$`; "
+          "costs $5 and $6; a literal \\$.\n\n$$\\sum_i A_i \\big\\| b$$\n\n```python\nx = '$y$'\n```")
+    out = markdown_html(md, page)
+    assert out.count("<math") == 3 and out.count('display="block"') == 1 and not page.problems
+    plain = html.unescape(re.sub(r"<[^>]+>", "", out))
+    assert "<code>$not math$</code>" in out and "x = '$y$'" in plain
+    assert "costs $5 and $6" in out and "a literal $." in out and "\\|" not in out  # \big\| converted to U+2016
+    bad = markdown_html("$\\notacommand x$", page)
+    assert page.problems and "notacommand" in page.problems[0] and "<math" in bad
+
+
+def test_notebook_links_become_pages(tmp_path):
+    page = page_for(tmp_path)
+    out = markdown_html("[a](00_a.ipynb#sec) [b](99_missing.ipynb) [c](https://e.org/x.ipynb)", page)
+    assert 'href="a.html#sec"' in out and 'href="https://e.org/x.ipynb"' in out
+    assert page.problems == ["link to missing notebook 99_missing.ipynb"]
+
+
+def test_site_check_finds_each_problem(tmp_path):
+    (tmp_path / "ok.html").write_text('<title>Ok – s</title><h1>Ok</h1><p id="here">price in <code>$x$</code></p>'
+                                      '<a href="bad.html#here">x</a>')
+    (tmp_path / "bad.html").write_text('<title>Wrong</title><h1>Bad</h1><p id="here">raw $$ and $\\pi$</p>'
+                                       '<pre>#| hide</pre><img src="https://e.org/a.png"><img src="gone.png">'
+                                       '<a href="ok.html#nowhere">a</a><a href="missing.html">b</a><a href="#here">c</a>')
+    problems, figures = check_site(tmp_path, {"ok.html": "Ok", "bad.html": "Bad"})
+    text = "\n".join(problems)
+    assert not [p for p in problems if p.startswith("ok.html: raw")]  # $ in <code> is code, not math
+    assert "<title> is 'Wrong'" in text and text.count("raw TeX") == 2 and "`#|` directive" in text
+    assert "another host" in text and "missing file gone.png" in text
+    assert "missing anchor ok.html#nowhere" in text and "missing page missing.html" in text
+    assert ("ok.html: raw" not in text) and len(problems) == 8 and figures == {"pages": 2, "internal links": 4}
+    assert pre_text(tmp_path / "bad.html") == "#| hide"
+
+
+def test_api_docstrings_and_signatures():
+    class Base:
+        "Documented base."
+        def stop(self):
+            "Stop."
+    class Child(Base):  # inherits a docstring but has none of its own
+        def run(self, n: int = 3):
+            "Run n times."
+        def stop(self): pass  # an override: the base's docstring documents it
+        def go(self): pass
+    from dataclasses import dataclass
+    @dataclass
+    class Point:
+        x: int
+    assert apiref.own_doc(Child) is None and apiref.own_doc(Point) is None and apiref.own_doc(Base) == "Documented base."
+    assert [(m.name, m.doc) for m in apiref.members(Child, "m.Child")] == [("run", "Run n times."), ("stop", "Stop."), ("go", None)]
+    mod = apiref.Module("m", "00_a", "", [apiref.Entry("m.Child", "class", "Child()", None, members=apiref.members(Child, "m.Child"))])
+    assert apiref.undocumented([mod]) == ["00_a.ipynb: m.Child (class) has no docstring", "00_a.ipynb: m.Child.go (method) has no docstring"]
+    assert apiref.signature(Child.run, "run", method=True) == "run(n: int = 3)"
+    def f(x: "torch.Tensor", k: "int" = 2) -> "dict": pass  # noqa: F821 (annotations as `from __future__ import annotations` leaves them)
+    assert apiref.signature(f, "f") == "f(x: torch.Tensor, k: int = 2) -> dict" and apiref.signature(Point, "Point") == "Point(x: int)"
+    assert apiref.defined_names("def f(): pass\nclass C: pass\nX = 1\n_p = 2\ny: int = 3") == ["f", "C", "X", "y"]
+
+
+def test_every_module_is_documented_from_its_notebook():
+    mods = apiref.modules(ROOT, "hindsight_ref")
+    assert mods and all((ROOT / "nbs" / f"{m.notebook}.ipynb").exists() for m in mods)
+    for m in mods:  # every name in __all__ has an entry, in that order
+        assert [e.name for e in m.entries] == list(importlib.import_module(m.name).__all__)
+
+
+# --- in a browser ---------------------------------------------------------------------------------------------
+
+# Visible text without code and math, every image, every math element's size, every id and link, the page width.
+PAGE_JS = """
+const body = document.body.cloneNode(true);
+body.querySelectorAll('pre, code, math, script, style').forEach(e => e.remove());
+return {
+  h1: (document.querySelector('h1') || {}).textContent || null,
+  text: body.textContent,
+  images: Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]),
+  math: Array.from(document.querySelectorAll('math')).map(m => { const r = m.getBoundingClientRect(); return [r.width, r.height]; }),
+  ids: Array.from(document.querySelectorAll('[id], a[name]')).map(e => e.id || e.name),
+  links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+  overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+};
+"""
+
+
+def skip_reason():
+    "Why the browser tests cannot run here, or None."
+    if not os.access(CHROMIUM, os.X_OK): return f"docs browser test skipped: no Chromium at {CHROMIUM}; run `make docs-check`"
+    if not os.access(DRIVER, os.X_OK): return f"docs browser test skipped: no chromedriver at {DRIVER}; run `make docs-check`"
+    try: import selenium  # noqa: F401
+    except ImportError: return "docs browser test skipped: selenium is not installed (pip install -e '.[dev]'); run `make docs-check`"
+    return None
+
+
+def expected_titles():
+    "Page file -> title, from each notebook's first Markdown cell (`# Title`), as nbdev names the pages."
+    out = {"api.html": "API reference"}
+    for f in (ROOT / "nbs").glob("*.ipynb"):
+        md = next(("".join(c["source"]) for c in json.loads(f.read_text())["cells"] if c["cell_type"] == "markdown"), "")
+        m = re.match(r"\s*#\s+(.+)", md)
+        out[re.sub(r"^\d+[a-zA-Z0-9]*_", "", f.stem.lower()) + ".html"] = m.group(1).strip() if m else None
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    "Headless Chromium driven by selenium through Debian's chromedriver, with a fresh profile."
+    reason = skip_reason()
+    if reason:
+        warnings.warn(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]: opts.add_argument(f)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def serve(folder):
+    "A server for `folder` on http://127.0.0.1 from a thread (file:// would hide broken links); returns (httpd, base)."
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+def status(url):
+    "HTTP status of a GET to the local server."
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r: return r.status
+    except urllib.error.HTTPError as e: return e.code
+
+
+def browse(driver, folder, titles, shot=None):
+    "Open every page of the site in `folder`; returns (problems, figures). `shot`: screenshot index.html there."
+    httpd, base = serve(folder)
+    try:
+        problems, seen, links, fig = [], {}, set(), dict(pages=0, images=0, math=0, links=0)
+        for name in sorted(p.name for p in Path(folder).glob("*.html")):
+            driver.get(base + name)
+            info = driver.execute_script(PAGE_JS)
+            want = titles.get(name)
+            if want is None: problems.append(f"{name}: no notebook gives this page a title")
+            elif not driver.title.startswith(want) or (info["h1"] or "").strip() != want:
+                problems.append(f"{name}: title {driver.title!r} / heading {info['h1']!r}, expected {want!r}")
+            problems += [f"{name}: console {e['level']}: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            problems += [f"{name}: image not loaded: {src}" for src, done, w in info["images"] if not (done and w > 0)]
+            problems += [f"{name}: raw TeX shown: {m.group(0)!r}" for m in RAW_TEX.finditer(info["text"])]
+            problems += [f"{name}: a <math> element has no size (MathML not rendered)" for w, h in info["math"] if not (w > 0 and h > 0)][:1]
+            if info["overflow"] > 0: problems.append(f"{name}: the page is {info['overflow']}px wider than the window")
+            fig.update(pages=fig["pages"] + 1, images=fig["images"] + len(info["images"]), math=fig["math"] + len(info["math"]))
+            seen[name] = set(info["ids"])
+            links |= {(name, href) for href in info["links"] if href.startswith(base)}
+            if name == "index.html" and shot: screenshot(driver, shot)
+        for name, href in sorted(links):
+            url, frag = urldefrag(href)
+            target = urlsplit(url).path.lstrip("/") or "index.html"
+            if target in seen:
+                if frag and frag not in seen[target]: problems.append(f"{name}: link to missing anchor {href[len(base):]}")
+            elif status(url) != 200: problems.append(f"{name}: link to missing {href[len(base):]}")
+        fig["links"] = len(links)
+        return problems, fig
+    finally:
+        httpd.shutdown(); httpd.server_close()
+
+
+def screenshot(driver, path):
+    "The whole page as a PNG at `path`, 1280 pixels wide."
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height, 8000))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+
+
+def test_docs_in_browser(browser, tmp_path_factory):
+    if os.environ.get("DOCS_SITE"): site = Path(os.environ["DOCS_SITE"]).resolve()
+    else:
+        site = tmp_path_factory.mktemp("site")
+        subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", str(site)], check=True, cwd=ROOT)
+    titles = expected_titles()
+    missing = sorted(set(titles) - {p.name for p in site.glob("*.html")})
+    assert not missing, f"notebooks without a page: {missing}"
+    shot = site / "_screenshots" / "index.png"
+    problems, fig = browse(browser, site, titles, shot)
+    print(f"\ndocs browser test: {fig['pages']} pages, {fig['images']} images loaded, {fig['math']} math elements "
+          f"rendered, {fig['links']} internal links checked; landing page screenshot: {shot}")
+    assert not problems, f"{len(problems)} problems in the docs site:\n  " + "\n  ".join(problems)
+
+
+def test_browser_checks_fail_on_a_broken_site(browser, tmp_path):
+    (tmp_path / "index.html").write_text(
+        '<!doctype html><title>Wrong</title><link rel="icon" href="data:,"><h1>Home</h1><p id="top">raw $$x$$</p>'
+        '<img src="gone.png"><a href="missing.html">a</a><a href="b.html#nowhere">b</a><a href="b.html#here">c</a>'
+        '<math><mi>x</mi></math><div style="width:3000px">wide</div><script>throw new Error("boom")</script>')
+    (tmp_path / "b.html").write_text('<!doctype html><title>B</title><link rel="icon" href="data:,"><h1 id="here">B</h1>')
+    problems, fig = browse(browser, tmp_path, {"index.html": "Home", "b.html": "B"})
+    text = "\n".join(problems)
+    for expected in ["index.html: title 'Wrong'", "boom", "image not loaded: gone.png", "raw TeX shown: '$$'",
+                     "link to missing missing.html", "link to missing anchor b.html#nowhere", "px wider than the window"]:
+        assert expected in text, f"{expected!r} not found in:\n{text}"
+    assert not [p for p in problems if p.startswith("b.html")] and fig["math"] == 1 and fig["links"] == 3
