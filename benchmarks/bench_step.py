@@ -217,11 +217,13 @@ def prepare(a, dev, dtype, loss, mode, batch, vbatch):
 
 def timed(step, dev):
     "Seconds and peak memory (bytes: CUDA peak allocation, or growth of the CPU resident set) of one step."
-    cuda = dev.startswith("cuda")
-    if cuda: torch.cuda.reset_peak_memory_stats()
+    if dev.startswith("cuda"):                              # no polling thread here: it would compete for the GIL
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter(); step(); sync(dev)
+        return time.perf_counter() - t0, torch.cuda.max_memory_allocated()
     with PeakRSS() as rss:
-        t0 = time.perf_counter(); step(); sync(dev); t = time.perf_counter() - t0
-    return t, (torch.cuda.max_memory_allocated() if cuda else rss.grown)
+        t0 = time.perf_counter(); step(); t = time.perf_counter() - t0
+    return t, rss.grown
 
 
 def time_rows(a, dev, dtype, rows, batch, vbatch, log):

@@ -18,17 +18,22 @@ import torch
 RECIPES = Path(__file__).parent / "recipes"
 
 
-def run(recipe, folder, out, dev, overrides):
+def run(recipe, folder, out, dev, overrides: dict):
+    "Train through the command-line entry point; if that fails, through the trainer's own entry point, and say so."
     from hindsight_ref.cli import main as cli_main
     cuda = dev.startswith("cuda")
     if cuda: torch.cuda.reset_peak_memory_stats()
-    t0 = time.time()
-    cli_main(["train", str(recipe), f"model={folder}", f"output_dir={out}", f"device={dev}", *overrides])
+    ov = dict(model=str(folder), output_dir=str(out), device=dev, **overrides)
+    t0, note = time.time(), ""
+    if cli_main(["train", str(recipe), *(f"{k}={v}" for k, v in ov.items())]):
+        from hindsight_ref.trainers import main_train
+        note = "`hindsight-ref train` exited with an error (printed above); run through trainers.main_train"
+        main_train(recipe, **ov)
     wall = time.time() - t0
     recs = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
     tps = [r["tokens_per_s"] for r in recs[1:] if not r.get("skipped")] or [r["tokens_per_s"] for r in recs]
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(recipe=recipe.name, steps=len(recs), tokens_per_step=statistics.median(r["n_tokens"] for r in recs),
+    return dict(recipe=recipe.name + (f" ({note})" if note else ""), steps=len(recs), tokens_per_step=statistics.median(r["n_tokens"] for r in recs),
                 tok_s=statistics.median(tps), peak_gb=peak / 1e9, wall_s=wall, final_loss=recs[-1]["loss"])
 
 
@@ -48,7 +53,7 @@ def main(argv=None):
         model, tok = random_model("qwen3-0.6b", tokenizer=tok, toy=not a.gpu, dtype=torch.float32)
         model.save_pretrained(folder); tok.save_pretrained(folder)
         del model
-        overrides = [] if a.gpu else ["max_steps=2", "batch_size=2", "max_new_tokens=8"]
+        overrides = {} if a.gpu else dict(max_steps=2, batch_size=2, max_new_tokens=8)
         for name in ("qwen3_0.6b_offline.yaml", "qwen3_0.6b_online.yaml"):
             try: rows.append(run(RECIPES / name, folder, Path(d) / name.removesuffix(".yaml"), dev, overrides))
             except Exception as e: rows.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:300]}"))

@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import torch
 
-from .losses import check_mask, drop_first_k
-from .signal import completion_hidden, selective_logprobs, model_device
+from .losses import check_mask, drop_first_k, reduce_tokens
+from .signal import batch_hidden, selective_logprobs, model_device
 
 # %% auto #0
 __all__ = ['STEP_MODES', 'FusedLoss', 'head_weight', 'fused_sampled_token_loss', 'fused_distill_loss', 'fused_hindsight_terms',
@@ -86,7 +86,7 @@ def _chunk(plan, W, h, s, e, coef=None, grad=True):
     return row, ls_y, lt_y, gz, coef
 
 def _coefficients(plan, ls_y, rows=slice(None)):
-    "Sampled-token loss: c_i = -A_i / n_b (A clipped, then centred per sequence), so that loss_b = sum_i c_i log p_i."
+    "Sampled-token loss: c_i = -A_i w_i (A clipped, then centred per sequence), so that loss_b = sum_i c_i log p_i."
     A = plan.lt[rows] - ls_y.detach()
     if plan.clip is not None: A = A.clamp(-plan.clip, plan.clip)
     if plan.center:                                                        # only ever called on all rows at once
@@ -145,17 +145,16 @@ class _FusedHead(torch.autograd.Function):
         return gh, gW.to(W.dtype), None
 
 # %% ../nbs/05b_fused.ipynb #2f2aa926
-def _rows(mask, B):
-    "Row layout of the masked tokens: sequence of each row and its weight 1 / n_b (the per-sequence token mean)."
+def _rows(mask, B, length_norm):
+    "Row layout of the masked tokens: sequence of each row and its weight (1 / n_b: the per-sequence token mean, or 1)."
     n_tok = mask.sum(-1)
     seq = torch.arange(B, device=mask.device)[:, None].expand_as(mask)[mask]
-    return seq, (1.0 / n_tok.clamp(min=1).float())[seq], n_tok
+    w = (1.0 / n_tok.clamp(min=1).float())[seq] if length_norm else torch.ones(seq.shape, device=mask.device)
+    return seq, w, n_tok
 
 def _reduce(per_seq, n_tok, reduction):
-    if reduction == "none": return per_seq
-    if reduction == "seq_sum": return per_seq.sum()
-    if reduction == "seq_mean": return per_seq.sum() / (n_tok > 0).sum()
-    raise ValueError(f"reduction must be 'seq_mean', 'seq_sum' or 'none', got {reduction!r}")
+    "`losses.reduce_tokens` applied to per-sequence values (each one a sequence of one token; empty sequences masked)."
+    return reduce_tokens(per_seq[:, None], (n_tok > 0)[:, None], reduction, length_norm=False)
 
 def _scatter(vals, mask):
     out = torch.zeros(mask.shape, device=vals.device, dtype=vals.dtype)
@@ -164,13 +163,14 @@ def _scatter(vals, mask):
 
 def fused_sampled_token_loss(student_hidden: torch.Tensor, head, completion_ids: torch.Tensor, logp_teacher: torch.Tensor,
                              mask: torch.Tensor, center: bool = False, clip: float | None = None, ignore_first_k: int = 0,
-                             chunk_size: int = 1024, reduction: str = "seq_mean", softcap: float | None = None) -> FusedLoss:
+                             chunk_size: int = 1024, reduction: str = "seq_mean", softcap: float | None = None,
+                             length_norm: bool = True) -> FusedLoss:
     "`losses.sampled_token_loss` of `selective_logprobs(head, student_hidden, ...)`, fused: no [B, T, V], no recompute."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if clip is not None and clip <= 0: raise ValueError(f"clip must be positive (or None for no clipping), got {clip}")
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     B = mask.shape[0]
-    seq, w, n_tok = _rows(mask, B)
+    seq, w, n_tok = _rows(mask, B, length_norm)
     plan = _Plan("sampled", completion_ids.to(mask.device)[mask], seq, w, B, chunk_size, softcap,
                  lt=logp_teacher.detach().to(torch.promote_types(student_hidden.dtype, torch.float32))[mask],
                  center=center, clip=clip)
@@ -179,7 +179,8 @@ def fused_sampled_token_loss(student_hidden: torch.Tensor, head, completion_ids:
 
 def fused_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, head, mask: torch.Tensor,
                        alpha: float = 1.0, ignore_first_k: int = 0, chunk_size: int = 1024, reduction: str = "seq_mean",
-                       teacher_head=None, softcap: float | None = None, completion_ids: torch.Tensor | None = None) -> FusedLoss:
+                       teacher_head=None, softcap: float | None = None, completion_ids: torch.Tensor | None = None,
+                       length_norm: bool = True) -> FusedLoss:
     "`losses.chunked_distill_loss` (reverse KL alpha=1, forward KL alpha=0, full vocabulary), fused: no recompute."
     if alpha not in (0.0, 1.0):
         raise ValueError(f"The fused divergence is reverse KL (alpha=1) or forward KL (alpha=0), got alpha={alpha}. For the "
@@ -187,7 +188,7 @@ def fused_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     B = mask.shape[0]
-    seq, w, n_tok = _rows(mask, B)
+    seq, w, n_tok = _rows(mask, B, length_norm)
     ids = completion_ids.to(mask.device)[mask] if completion_ids is not None else torch.zeros_like(seq)
     W_t = head_weight(teacher_head if teacher_head is not None else head).detach()
     plan = _Plan("kl", ids, seq, w, B, chunk_size, softcap, h_t=teacher_hidden.detach()[mask].to(student_hidden.dtype),
@@ -198,26 +199,23 @@ def fused_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
 
 # %% ../nbs/05b_fused.ipynb #953a7882
 def fused_hindsight_terms(model, batch: dict, loss: str = "sampled_token", teacher=None, alpha: float = 1.0,
-                          center: bool = False, clip: float | None = None, chunk_size: int = 1024):
+                          center: bool = False, clip: float | None = None, chunk_size: int = 1024, length_norm: bool = True):
     "`FusedLoss` of a collated batch: teacher pass, student pass, fused head; per-sequence loss [B], log-probs [B, T]."
     if loss not in ("sampled_token", "full"):
         raise ValueError(f"The fused step computes loss 'sampled_token' or 'full', got {loss!r}; use step mode 'reference'.")
     teacher = model if teacher is None else teacher
     ids, mask = batch["completion_ids"], batch["loss_mask"].bool()
-    T = ids.shape[1]
-    side = lambda m, s: completion_hidden(m, batch[f"{s}_input_ids"], batch[f"{s}_attention_mask"], batch[f"{s}_context_len"],
-                                          T, batch.get(f"{s}_position_ids"))
     head, t_head = model.get_output_embeddings(), teacher.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    with torch.no_grad(): h_t = side(teacher, "teacher")
-    h_s = side(model, "student")
+    with torch.no_grad(): h_t = batch_hidden(teacher, batch, "teacher")
+    h_s = batch_hidden(model, batch, "student")
     if loss == "sampled_token":
         with torch.no_grad(): lp_t = selective_logprobs(t_head, h_t, ids, mask, chunk_size, softcap)
         out = fused_sampled_token_loss(h_s, head, ids, lp_t, mask, center=center, clip=clip, chunk_size=chunk_size,
-                                       reduction="none", softcap=softcap)
+                                       reduction="none", softcap=softcap, length_norm=length_norm)
         return FusedLoss(out.loss, out.logp_student, lp_t.float())
     return fused_distill_loss(h_s, h_t, head, mask, alpha=alpha, chunk_size=chunk_size, reduction="none", teacher_head=t_head,
-                              softcap=softcap, completion_ids=ids)
+                              softcap=softcap, completion_ids=ids, length_norm=length_norm)
 
 # %% ../nbs/05b_fused.ipynb #7ba21f14
 STEP_MODES = ("reference", "speed", "memory")

@@ -30,14 +30,14 @@ def linear(w):
 
 @pytest.mark.parametrize("center,clip,k", [(False, None, 0), (True, None, 0), (False, 0.5, 2), (True, 1.0, 1)])
 @pytest.mark.parametrize("reduction", ["seq_mean", "seq_sum", "none"])
-@pytest.mark.parametrize("chunk", [1, 7, 1024])
-def test_sampled_token_matches_reference_fp32(center, clip, k, reduction, chunk):
+@pytest.mark.parametrize("chunk,norm", [(1, True), (7, True), (1024, True), (7, False)])
+def test_sampled_token_matches_reference_fp32(center, clip, k, reduction, chunk, norm):
     h, head, ids, mask, lt = case()
     up = torch.randn(3, generator=torch.Generator().manual_seed(9)) if reduction == "none" else torch.tensor(1.0)
-    out = fused_sampled_token_loss(h, head, ids, lt, mask, center, clip, k, chunk_size=chunk, reduction=reduction)
+    out = fused_sampled_token_loss(h, head, ids, lt, mask, center, clip, k, chunk_size=chunk, reduction=reduction, length_norm=norm)
     gh, gW = torch.autograd.grad((out.loss * up).sum(), [h, head.weight])
     ls = selective_logprobs(head, h, ids, mask)
-    ref = sampled_token_loss(ls, lt, mask, center=center, clip=clip, ignore_first_k=k, reduction=reduction)
+    ref = sampled_token_loss(ls, lt, mask, center=center, clip=clip, ignore_first_k=k, reduction=reduction, length_norm=norm)
     rh, rW = torch.autograd.grad((ref * up).sum(), [h, head.weight])
     assert rel(out.loss, ref) < 1e-5 and rel(gh, rh) < 1e-5 and rel(gW, rW) < 1e-5
     torch.testing.assert_close(out.logp_student, torch.where(drop_first_k(mask, k), ls, 0).detach(), atol=1e-5, rtol=0)
@@ -45,14 +45,15 @@ def test_sampled_token_matches_reference_fp32(center, clip, k, reduction, chunk)
 
 @pytest.mark.parametrize("alpha", [1.0, 0.0])
 @pytest.mark.parametrize("teacher_head", [False, True])
-def test_divergences_match_reference_fp32(alpha, teacher_head):
+@pytest.mark.parametrize("norm", [True, False])
+def test_divergences_match_reference_fp32(alpha, teacher_head, norm):
     h, head, ids, mask, lt = case(seed=1)
     ht = torch.randn(h.shape, generator=torch.Generator().manual_seed(2))
     t_head = torch.nn.Linear(16, 300, bias=False) if teacher_head else None
     out = fused_distill_loss(h, ht, head, mask, alpha=alpha, chunk_size=7, ignore_first_k=1, teacher_head=t_head,
-                             completion_ids=ids)
+                             completion_ids=ids, length_norm=norm)
     gh, gW = torch.autograd.grad(out.loss, [h, head.weight])
-    ref = chunked_distill_loss(h, ht, head, mask, alpha=alpha, chunk_size=7, ignore_first_k=1, teacher_head=t_head)
+    ref = chunked_distill_loss(h, ht, head, mask, alpha=alpha, chunk_size=7, ignore_first_k=1, teacher_head=t_head, length_norm=norm)
     rh, rW = torch.autograd.grad(ref, [h, head.weight])
     assert rel(out.loss, ref) < 1e-5 and rel(gh, rh) < 1e-5 and rel(gW, rW) < 1e-5
     m = drop_first_k(mask, 1)
@@ -173,14 +174,14 @@ def _grads(model, fn):
 
 
 @pytest.mark.parametrize("loss,kw", [("sampled_token", {}), ("sampled_token", dict(center=True, clip_advantage=2.0)),
-                                     ("full", {}), ("full", dict(alpha=0.0))])
+                                     ("full", {}), ("full", dict(alpha=0.0)), ("sampled_token", dict(length_norm=False))])
 def test_step_matches_the_trainers_reference_step(tiny_batch, loss, kw):
     from hindsight_ref.train import TrainConfig, hindsight_loss
     model, batch = tiny_batch
     cfg = TrainConfig(model="tiny", loss=loss, ignore_first_k=2, chunk_size=64, **kw)
     ref, g_ref = _grads(model, lambda: hindsight_loss(model, batch, cfg)[0])
     got, g_got = _grads(model, lambda: fused_hindsight_terms(model, batch, loss, alpha=cfg.alpha, center=cfg.center,
-                                                             clip=cfg.clip_advantage, chunk_size=64).loss)
+                                                             clip=cfg.clip_advantage, chunk_size=64, length_norm=cfg.length_norm).loss)
     assert rel(got, ref) < 1e-5 and max(rel(a, b) for a, b in zip(g_got, g_ref) if b.norm() > 0) < 1e-5
     out = fused_hindsight_terms(model, batch, loss, chunk_size=64)
     assert isinstance(out, FusedLoss) and out.logp_student.shape == batch["completion_ids"].shape

@@ -33,7 +33,7 @@ def _cfg(tmp_path, **kw):
 
 def test_lora_gc_bf16_trains_and_the_adapter_reloads(qwen_toy, data, tmp_path):
     from peft import PeftModel
-    from hindsight_ref.train import make_trainer
+    from hindsight_ref.trainers import make_trainer
     model, tok = qwen_toy()
     tr = make_trainer(_cfg(tmp_path), model=model, tok=tok, interactions=data)
     assert isinstance(tr.model, PeftModel) and tr.bf16
@@ -81,7 +81,7 @@ def test_fused_step_in_the_single_gpu_configuration(qwen_toy, data):
 @pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
                     reason="8-bit AdamW needs bitsandbytes and a CUDA device; neither a CUDA device nor bitsandbytes here")
 def test_adamw_8bit_runs_on_cuda(qwen_toy, data, tmp_path):
-    from hindsight_ref.train import make_trainer
+    from hindsight_ref.trainers import make_trainer
     model, tok = qwen_toy()
     tr = make_trainer(_cfg(tmp_path, device="cuda", optimizer="adamw_8bit", max_steps=2), model=model.cuda(), tok=tok,
                       interactions=data)
