@@ -223,6 +223,9 @@ def prepare(a, dev, dtype, loss, mode, batch, vbatch):
         else: r["err_dt"] = e
     del got
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    for p in model.parameters():                            # allocate AdamW's state now: timed steps run at steady memory
+        if p.requires_grad: p.grad = torch.zeros_like(p)
+    opt.step(); opt.zero_grad(set_to_none=True)
     def step():
         opt.zero_grad(set_to_none=True)
         fn(model, batch).backward(); opt.step()
@@ -381,7 +384,7 @@ def render(results: dict) -> str:
     head = (f"Measured {results['date']} on {results['machine']}. Shape: {a['arch']}{' (toy: ' + str(TOY) + ')' if a['toy'] else ''}, "
             f"{a['dtype']}, AdamW, batch {a['batch']}, prompt {a['prompt']}, hindsight block {a['hindsight']}, completion "
             f"{a['completion']}, LM-head chunk {a['chunk']} rows ({a['chunk_memory']} in memory mode); medians of {a['repeats']} steps after "
-            f"the verified first step and {a['warmup']} more warm-up steps. "
+            f"the verified first step" + (f" and {a['warmup']} warm-up steps" if a['warmup'] else "") + ". "
             f"Matmul ceiling measured in the same run: {results['ceiling']:.3g} TFLOP/s. Rollouts: batch {a['rollout_batch']}, "
             f"{a['rollout_new']} new tokens. Whole run: {results['wall_s']:.0f} s.")
     errs = "".join(f"\n\nRollouts failed: {e['error']}" for e in results.get("errors", []))
