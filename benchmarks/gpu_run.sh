@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session, one command: the hindsight step benchmark at the Qwen3-0.6B shape (bench_step.py --gpu), then end-to-end
+# One GPU run, one command: the hindsight step benchmark at the Qwen3-0.6B shape (bench_step.py --gpu), then end-to-end
 # `hindsight-ref train` offline and online at that shape (bench_train.py --gpu). Fills the GPU blocks of docs/speed.md and
 # leaves everything in OUT_DIR (default: $OUT when set, else runs/gpu): bench_gpu.json/.log, train_gpu.json/.log, speed.md.
 #
