@@ -25,7 +25,7 @@ measured in the same run (bf16 on GPU, float32 on CPU). Peak memory: torch.cuda.
 peak growth of the resident set over the step, sampled every millisecond (large blocks are returned to the OS, see
 `cpu_memory_tracks_use`), so CPU memory figures are approximate.
 """
-import argparse, ctypes, gc, json, os, platform, statistics, sys, threading, time
+import argparse, ctypes, gc, json, os, platform, statistics, threading, time
 from pathlib import Path
 
 import torch

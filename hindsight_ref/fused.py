@@ -111,6 +111,7 @@ class _FusedHead(torch.autograd.Function):
             coef = _coefficients(plan, ls_y)
         dh = torch.zeros_like(h) if need_h else None
         dW = torch.zeros(W.shape, dtype=acc, device=dev) if need_W else None
+        buf = torch.empty(W.shape, dtype=h.dtype, device=dev) if need_W and h.dtype != acc else None
         for s in range(0, N, plan.chunk):
             e = min(s + plan.chunk, N)
             c = coef[s:e] if plan.center else None
@@ -120,10 +121,8 @@ class _FusedHead(torch.autograd.Function):
             if gz is None: continue
             g = gz.to(h.dtype)
             if need_h: dh[s:e] = g @ Wc
-            if need_W and g.dtype == acc: dW.addmm_(g.t(), h[s:e])
-            elif need_W:                                        # bf16/fp16: product in the input dtype, sum in float32
-                buf = torch.mm(g.t(), h[s:e], out=buf if s else torch.empty(W.shape, dtype=h.dtype, device=dev))
-                dW += buf
+            if need_W and buf is None: dW.addmm_(g.t(), h[s:e])
+            elif need_W: dW += torch.mm(g.t(), h[s:e], out=buf)  # bf16/fp16: product in the input dtype, sum in float32
         ctx.save_for_backward(dh, dW, h, W, coef)
         ctx.plan = plan
         ctx.mark_non_differentiable(ls_y, lt_y)
@@ -245,7 +244,6 @@ def configure_step(model, mode: str = "speed", compile: bool | None = None, chec
         if hasattr(model, "activation_checkpointing_enable"):    # transformers >= 5.2 name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
         else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
-        n = len(layers)
         for i, layer in enumerate(layers):                      # evenly spaced: layer i iff floor((i+1) f) > floor(i f)
             layer.gradient_checkpointing = int((i + 1) * frac) > int(i * frac)
     if compile if compile is not None else model_device(model).type == "cuda":
