@@ -27,7 +27,7 @@ def run(recipe, folder, out, dev, overrides: dict):
     t0, note = time.time(), ""
     if cli_main(["train", str(recipe), *(f"{k}={v}" for k, v in ov.items())]):
         from hindsight_ref.trainers import main_train
-        note = "`hindsight-ref train` exited with an error (printed above); run through trainers.main_train"
+        note = "`hindsight-ref train` failed (its one-line error is in the log); trained through trainers.main_train"
         main_train(recipe, **ov)
     wall = time.time() - t0
     recs = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
