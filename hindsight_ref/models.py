@@ -216,7 +216,7 @@ def load_model(name_or_path=DEFAULT_MODEL, dtype: torch.dtype | str = torch.floa
 # %% ../nbs/00_models.ipynb #89ab1f6d
 def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int = 0, tokenizer=None,
                dtype: torch.dtype = torch.float32, init_std: float | None = None, logit_scale: float = 1.0):
-    "A random small Llama `(model, tokenizer)` with the real SmolLM2 tokenizer; `init_std`/`logit_scale` make it read its context."
+    "A random small Llama `(model, tokenizer)` with the SmolLM2 tokenizer; `init_std`, `logit_scale`: it reads its context."
     tok = tokenizer if tokenizer is not None else load_tokenizer(DEFAULT_MODEL)
     check_chat_template(tok, "The tokenizer passed to tiny_model")
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
@@ -300,7 +300,7 @@ def architecture_config(arch: str, toy: bool = False, **overrides):
 
 def random_model(arch: str, tokenizer=None, toy: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
                  device: str | None = None, **overrides):
-    "A randomly initialised `(model, tokenizer)` with a published shape from `ARCHITECTURES` (`toy=True`: tiny, same layout)."
+    "A random-init `(model, tokenizer)` of a published shape in `ARCHITECTURES` (`toy=True`: tiny, same layout)."
     tok = tokenizer if tokenizer is not None else architecture_tokenizer(arch)
     check_chat_template(tok, f"The tokenizer for {arch}")
     cfg = architecture_config(arch, toy, **overrides)

@@ -43,7 +43,7 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: flo
 # %% ../nbs/06_sampling.ipynb #4fdeffc2
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
                 generator: torch.Generator | None = None):
-    "One token per row from q = `sampling_logprobs(...)`: (tokens [B], log q(token) [B], log pi(token) [B] at T=1, nothing cut)."
+    "One token per row from q = `sampling_logprobs(...)`: (tokens, log q(token), log pi(token) at T=1, nothing cut)."
     logp = logits.float().log_softmax(-1)
     if temperature == 0:
         tok = logits.argmax(-1)
@@ -89,7 +89,7 @@ def _left_pad(ctxs, pad, width, device):
 _FAST = weakref.WeakKeyDictionary()     # model -> {(B, width, dtype): (static cache, decode step)}: compiled once, reused
 
 def _decode_step(model, kw):
-    "One decoding step on the model: (ids [B, 1], positions [B, 1], mask [B, width]) -> next-token logits [B, V] in float32."
+    "One decoding step: (ids [B, 1], positions [B, 1], mask [B, width]) -> next-token logits [B, V] in float32."
     def step(ids, pos, am):
         return model(input_ids=ids, position_ids=pos, attention_mask=am, use_cache=True, logits_to_keep=1, **kw).logits[:, -1].float()
     return step
@@ -133,7 +133,7 @@ def _decode(model, ctxs, max_new_tokens, eot, pad, temperature, top_p, top_k, ge
         if fast: am[:, L + t] = 1
         else: am = torch.cat([am, am.new_ones(B, 1)], dim=1)
         if fast and dev.type == "cuda": torch.compiler.cudagraph_mark_step_begin()
-        logits = step(toks[:, t:t + 1], nxt, am).clone()
+        logits = step(toks[:, t:t + 1].clone(), nxt, am).clone()      # fresh inputs; the output outlives the next replay
         nxt = nxt + 1
     n, done = n.tolist(), done.tolist()
     toks, lq, lp = toks.cpu(), lq.cpu(), lp.cpu()
@@ -178,7 +178,7 @@ def sample_completions(model, tok, xs: list[list[dict]], template="paper", max_c
                        seed: int | None = None, generator: torch.Generator | None = None, batch_size: int | None = None,
                        eot_id: int | None = None, use_generation_config: bool = False, truncate_context: bool = False,
                        fast: bool = False) -> Samples:
-    "Sample y ~ q(.|x) per context with exactly the configured temperature/top-p/top-k (T=1, 1, None: the policy itself)."
+    "Sample y ~ q(.|x) per context with exactly the given temperature/top-p/top-k (defaults: the policy itself)."
     if max_new_tokens < 1: raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}.")
     if seed is not None and generator is not None: raise ValueError("Pass seed= or generator=, not both.")

@@ -1,5 +1,5 @@
 "Loading: the embedded default, local folders, the tiny test model, and the error for each bad input."
-import os, time
+import time
 import pytest, torch
 from hindsight_ref import models
 from hindsight_ref.models import ModelLoadError, load_model, load_tokenizer, tiny_model, hub_reachable

@@ -1,9 +1,9 @@
 """On-policy sampling: the sampled distribution is exactly the configured one (and generate's default is not), top-p equals a
 brute-force nucleus, greedy equals generate, stopping, determinism, reported log-probs, long contexts, the fast path."""
-import math, warnings
+import math
 from fractions import Fraction
 import pytest, torch
-from hindsight_ref.sampling import sample_completions, sampling_logprobs, sample_next, Samples
+from hindsight_ref.sampling import sample_completions, sampling_logprobs, Samples
 from hindsight_ref.contexts import end_of_turn_id, render_chat, tokenize_text
 from hindsight_ref.data import fixture_interactions
 from hindsight_ref.signal import completion_logprobs
