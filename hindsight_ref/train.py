@@ -17,6 +17,7 @@ from .data import Interaction, resolve_role_map
 from .contexts import TEMPLATES
 from .signal import batch_hidden, selective_logprobs, interaction_kl
 from .losses import sampled_token_loss, chunked_distill_loss, sft_loss, masked_advantage
+from .fused import STEP_MODES, configure_step, fused_hindsight_terms
 
 # %% auto #0
 __all__ = ['CHOICES', 'RANGES', 'TrainConfig', 'set_seed', 'epoch_order', 'split_heldout', 'make_optimizer', 'lr_factor',
@@ -26,7 +27,8 @@ __all__ = ['CHOICES', 'RANGES', 'TrainConfig', 'set_seed', 'epoch_order', 'split
 # %% ../nbs/07a_train.ipynb #463f266b
 CHOICES = dict(mode=("offline", "online"), loss=("sampled_token", "full", "topk", "sft"), teacher=("live", "frozen", "ema"),
                optimizer=("auto", "adamw", "adamw_8bit"), schedule=("cosine", "constant"), nan_policy=("skip", "stop"),
-               dtype=("float32", "bfloat16", "float16"), on_bad_record=("stop", "skip"))
+               dtype=("float32", "bfloat16", "float16"), on_bad_record=("stop", "skip"), step_mode=STEP_MODES,
+               checkpoint=("full", "selective"))
 RANGES = dict(lr=(0, None, False), weight_decay=(0, None, True), batch_size=(1, None, True), grad_accum=(1, None, True),
               epochs=(1, None, True), max_steps=(1, None, True), max_grad_norm=(0, None, False), chunk_size=(1, None, True),
               log_every=(1, None, True), save_every=(1, None, True), keep_checkpoints=(0, None, True), eval_every=(1, None, True),
@@ -34,7 +36,8 @@ RANGES = dict(lr=(0, None, False), weight_decay=(0, None, True), batch_size=(1, 
               top_p=(0, 1, False), top_k=(1, None, True), ema_rate=(0, 1, True), alpha=(0, 1, True), topk=(1, None, True),
               clip_advantage=(0, None, False), ignore_first_k=(0, None, True), eval_size=(0, None, True),
               max_history=(1, None, True), max_context_tokens=(1, None, True), max_completion_tokens=(1, None, True),
-              warmup_ratio=(0, 1, True), ref_kl=(0, None, True))   # (low, high, low inclusive); high is inclusive
+              warmup_ratio=(0, 1, True), ref_kl=(0, None, True), checkpoint_fraction=(0, 1, True))
+# (low, high, low inclusive); high is inclusive
 
 def _check_type(name: str, value, annotation: str):
     "The value with ints widened to float where a float is expected; a clear error when its type is wrong."
@@ -101,6 +104,10 @@ class TrainConfig:
     bf16: bool | None = None                # autocast to bfloat16; None: on when the device is cuda
     gradient_checkpointing: bool = False
     lora: dict | None = None                # e.g. {r: 64, alpha: 128, target_modules: all-linear} (needs peft)
+    step_mode: str = "reference"            # "reference" | "speed" | "memory": the fused fast paths of 05b_fused
+    compile: bool | None = None             # compile the decoder layers (speed/memory modes); None: on CUDA only
+    checkpoint: str = "full"                # memory mode: "full" or "selective" activation checkpointing
+    checkpoint_fraction: float | None = None  # share of decoder layers checkpointed (None: 1 in memory mode, 0 in speed)
     # bookkeeping
     log_every: int = 1
     save_every: int | None = None           # checkpoint every N optimizer steps
@@ -116,6 +123,7 @@ class TrainConfig:
     temperature: float = 1.0                # sampling exactly from softmax(logits / T), then top-p; 0: greedy
     top_p: float = 1.0
     top_k: int | None = None                # no top-k unless asked
+    fast_rollouts: bool = False             # static KV cache (+ CUDA graphs on a GPU) for sampling (06_sampling)
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _check_type(f.name, getattr(self, f.name), str(f.type)))
@@ -131,6 +139,9 @@ class TrainConfig:
         resolve_role_map(self.role_map)   # a bad role map fails here, naming the entry
         if self.loss == "sampled_token" and self.alpha != 1.0:
             raise ValueError("The sampled-token loss estimates the reverse KL only (alpha=1); use loss: full or topk for alpha != 1.")
+        if self.step_mode != "reference" and (self.loss not in ("sampled_token", "full") or self.alpha not in (0.0, 1.0) or self.ref_kl):
+            raise ValueError(f"step_mode: {self.step_mode} runs the fused sampled-token loss or the full reverse/forward KL "
+                             f"without the anchor; loss={self.loss!r}, alpha={self.alpha}, ref_kl={self.ref_kl} needs step_mode: reference.")
         if self.betas is not None and (len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), e.g. [0.9, 0.999]; got {self.betas!r}.")
 
@@ -243,6 +254,8 @@ def prepare_model(model, tok, cfg: TrainConfig):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora and hasattr(model, "enable_input_require_grads"): model.enable_input_require_grads()
+    if cfg.step_mode != "reference":   # the fast paths: layer checkpointing by mode, compiled layers on CUDA
+        model = configure_step(model, cfg.step_mode, cfg.compile, cfg.checkpoint, cfg.checkpoint_fraction)
     if getattr(model.config, "use_cache", None): model.config.use_cache = False
     return model.train()
 
@@ -267,6 +280,10 @@ def reference_model(model, ref=None):
 def hindsight_loss(model, batch: dict, cfg: TrainConfig, teacher=None, ref=None):
     "Per-sequence loss [B] (with graph) and detached statistics for one collated batch (`contexts.collate`)."
     mask, ids = batch["loss_mask"].bool(), batch["completion_ids"]
+    if cfg.step_mode != "reference":   # the same loss with the LM head fused into it (05b_fused), checked equal to this path
+        out = fused_hindsight_terms(model, batch, cfg.loss, teacher, cfg.alpha, cfg.center, cfg.clip_advantage, cfg.chunk_size,
+                                    cfg.length_norm)
+        return out.loss, step_stats(out.logp_student, out.logp_teacher, mask)
     head, softcap = model.get_output_embeddings(), getattr(model.config, "final_logit_softcapping", None)
     reduce = dict(reduction="none", length_norm=cfg.length_norm)
     # student pass, with gradient: hidden states at the positions that predict y

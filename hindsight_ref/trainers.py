@@ -363,7 +363,8 @@ class OnlineTrainer(HindsightTrainer):
         xs = [self.prompts[i] for i in idx]
         with self._autocast():
             samples = sample_completions(self.model, self.tok, xs, c.template, c.max_context_tokens, c.max_new_tokens,
-                                         c.temperature, c.top_p, top_k=c.top_k, eot_id=self.eot)
+                                         c.temperature, c.top_p, top_k=c.top_k, eot_id=self.eot, fast=c.fast_rollouts,
+                                         batch_size=c.batch_size)
         ctxs, comps = samples.context_ids, samples.completion_ids
         ys = [self.tok.decode([t for t in comp if t != self.eot], skip_special_tokens=True).strip() for comp in comps]
         keep = [k for k, y in enumerate(ys) if y]

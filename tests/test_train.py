@@ -385,6 +385,29 @@ def test_nan_loss_stops_naming_the_interaction(tmp_path, tok, fx):
         tr.train()
 
 
+@pytest.mark.parametrize("kw", [dict(step_mode="speed"), dict(step_mode="memory"), dict(step_mode="speed", loss="full"),
+                                dict(step_mode="speed", length_norm=False, center=True)])
+def test_the_fused_step_modes_compute_the_reference_step(tok, fx, kw):
+    "step_mode speed/memory (05b_fused) give the reference step's per-sequence loss and gradient."
+    from hindsight_ref.contexts import collate
+    m, _ = reading_model(tok)
+    b = collate(encode_interactions(tok, fx[:4]), tok.pad_token_id)
+    ref, st_ref = hindsight_loss(m, b, TrainConfig(model="tiny", **{k: v for k, v in kw.items() if k != "step_mode"}))
+    fast, st = hindsight_loss(m, b, TrainConfig(model="tiny", **kw))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    params = [p for p in m.parameters()]
+    g_ref, g_fast = torch.autograd.grad(ref.sum(), params), torch.autograd.grad(fast.sum(), params)
+    scale = max(g.abs().max().item() for g in g_ref)
+    assert max((x - y).abs().max().item() for x, y in zip(g_ref, g_fast)) < 1e-4 * scale
+    assert st["n_tokens"] == st_ref["n_tokens"] and st["mean_A"] == pytest.approx(st_ref["mean_A"], rel=1e-4)
+
+
+def test_the_fused_step_modes_refuse_what_they_do_not_compute():
+    for bad in (dict(ref_kl=1.0), dict(loss="topk"), dict(loss="full", alpha=0.5), dict(loss="sft")):
+        with pytest.raises(ValueError, match="step_mode: reference"):
+            TrainConfig(step_mode="speed", **bad)
+
+
 def test_a_run_that_ends_diverged_is_an_error_not_a_result(tmp_path, tok, fx):
     "lr=1e10: the run must not end 'successfully' with a broken model."
     tr = HindsightTrainer(cfg(tmp_path, lr=1e10, max_steps=3, max_grad_norm=None, optimizer="adamw"), *reading_model(tok),
