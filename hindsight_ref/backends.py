@@ -9,55 +9,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import torch
-from transformers import GenerationConfig
-
-from .models import load_model, quiet_loading
-from .contexts import render_chat, tokenize_text, end_of_turn_id
-from .signal import eval_mode, model_device
+from .models import load_model
+from .sampling import sample_completions
 
 # %% auto #0
-__all__ = ['BACKEND_KEYS', 'BackendError', 'generation_config', 'TransformersChat', 'OpenAIChat', 'ChatCache', 'CachedChat',
-           'LazyChat', 'make_backend']
+__all__ = ['BACKEND_KEYS', 'BackendError', 'TransformersChat', 'OpenAIChat', 'ChatCache', 'CachedChat', 'LazyChat',
+           'make_backend']
 
 # %% ../nbs/09a_backends.ipynb #1fdea40b
 class BackendError(RuntimeError):
     "A backend could not produce an answer; the message says why and what to do."
 
-def generation_config(max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0, **ids) -> GenerationConfig:
-    "A GenerationConfig with every sampling setting explicit (nothing inherited); temperature 0 is greedy."
-    if temperature < 0 or not 0 < top_p <= 1: raise ValueError(f"Need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}.")
-    sample = dict(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
-    greedy = dict(do_sample=False, temperature=1.0, top_p=1.0, top_k=0)
-    with quiet_loading():   # transformers notes that top_k=0 (no top-k truncation) is the neutral value
-        return GenerationConfig(max_new_tokens=int(max_tokens), num_beams=1, repetition_penalty=1.0,
-                                **(sample if temperature > 0 else greedy), **ids)
-
 class TransformersChat:
-    "Chat completions from a local transformers model with explicit generation settings, in left-padded batches."
+    "Chat completions from a local transformers model, sampled by `sampling.sample_completions` (nothing inherited)."
     def __init__(self, model, tok, name: str | None = None, batch_size: int = 8, max_context_tokens: int = 8192, seed: int | None = 0):
         self.model, self.tok, self.batch_size, self.max_context_tokens, self.seed = model, tok, batch_size, max_context_tokens, seed
         self.id = f"transformers:{name or getattr(model.config, 'name_or_path', '') or type(model).__name__}"
-        self.eot = end_of_turn_id(tok)
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eot
 
-    @torch.no_grad()
     def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
         "One answer per list of chat messages in `batch` (temperature 0: greedy)."
-        eos = sorted({self.eot, *([self.tok.eos_token_id] if self.tok.eos_token_id is not None else [])})
-        gc = generation_config(max_tokens, temperature, top_p, pad_token_id=self.pad, eos_token_id=eos)
-        dev, out = model_device(self.model), []
-        for i in range(0, len(batch), self.batch_size):
-            ctxs = [tokenize_text(self.tok, render_chat(self.tok, m)) for m in batch[i:i + self.batch_size]]
-            if (n := max(map(len, ctxs))) > self.max_context_tokens:
-                raise ValueError(f"A prompt has {n} tokens, more than max_context_tokens={self.max_context_tokens}; raise the limit "
-                                 f"or shorten the request/response shown to {self.id}.")
-            ids = torch.full((len(ctxs), n), self.pad, dtype=torch.long); am = torch.zeros_like(ids)
-            for b, c in enumerate(ctxs): ids[b, n - len(c):] = torch.tensor(c); am[b, n - len(c):] = 1
-            with eval_mode(self.model), torch.random.fork_rng(devices=[]), quiet_loading():   # quiet: transformers' flag notices
-                if self.seed is not None: torch.manual_seed(self.seed + i)
-                gen = self.model.generate(input_ids=ids.to(dev), attention_mask=am.to(dev), generation_config=gc)
-            out += [self.tok.decode(g[n:], skip_special_tokens=True).strip() for g in gen.tolist()]
+        if temperature < 0 or not 0 < top_p <= 1: raise ValueError(f"Need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}.")
+        out = []
+        for i in range(0, len(batch), self.batch_size):   # one seed per batch: an answer does not depend on later batches
+            s = sample_completions(self.model, self.tok, batch[i:i + self.batch_size], max_context_tokens=self.max_context_tokens,
+                                   max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                   seed=None if self.seed is None else self.seed + i)
+            out += [self.tok.decode(c, skip_special_tokens=True).strip() for c in s.completion_ids]
         return out
 
 # %% ../nbs/09a_backends.ipynb #41607e47
