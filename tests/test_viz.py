@@ -62,7 +62,51 @@ def test_norm_and_cmap_follow_the_paper():
 
 
 def test_display_token_glyphs():
-    assert [viz.display_token(t) for t in ["\n", " ", "", "\t", "a b", "😀"]] == ["↵", "␣", "∅", "⇥", "a b", "□"]
+    assert [viz.display_token(t) for t in ["\n", " ", "", "\t", "a b", "😀", "❤\ufe0f", "\x07"]] == \
+        ["↵", "␣", "∅", "⇥", "a b", "😀", "❤", "□"]
+    assert [viz.text_width(t) for t in ["ab", "😀", "a🚀"]] == [2, 2, 3]
+
+
+def test_char_spans_group_the_tokens_of_one_character():
+    assert viz.char_spans(["a", "", "", " 😀", "b"]) == [(0, 1), (1, 4), (4, 5)]
+    assert viz.char_spans(["", "  ", "x", ""]) == [(0, 1), (1, 2), (2, 3), (3, 4)]   # before ASCII, or at the end: alone
+    lay = viz.layout_tokens(["a", "∅", "∅", " 😀"], width=40, pad=0, gap=1, spans=[(0, 1), (1, 4)])
+    assert [x for x, _, _ in lay] == [0.0, 2.0, 3.0, 4.0] and all(w == 1.0 for _, _, w in lay[1:])   # touching cells
+
+
+def _emoji_signal(tok, text="Hi 😀 team 🎉!"):
+    from hindsight_ref.signal import token_strings
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    strs = token_strings(tok, ids)
+    return make_signal(strs, [-1.0] * len(strs), ids=ids), ids, strs
+
+
+def test_token_strip_draws_a_byte_split_emoji_as_itself(tok):
+    "SmolLM2's byte-level BPE writes an emoji as several tokens: one label, the emoji itself, over their framed cells."
+    sig, ids, strs = _emoji_signal(tok)
+    assert "" in strs and "".join(strs) == "Hi 😀 team 🎉!"                  # the tokenizer does split them
+    ax = viz.token_strip(sig, colorbar=False)
+    labels = [t.get_text() for t in ax.texts if t.get_gid() == "token"]
+    assert labels == [viz.display_token(strs[b - 1]) for a, b in viz.char_spans(strs)]
+    assert any("😀" in l for l in labels) and any("🎉" in l for l in labels)
+    assert not any(l == viz.EMPTY_GLYPH or viz.MISSING_GLYPH in l for l in labels)
+    assert len(ax.collections[0].get_paths()) == len(ids)                     # every token keeps its own cell
+    spans = [p for p in ax.patches if p.get_gid() == "char_span"]
+    assert len(spans) == sum(b - a > 1 for a, b in viz.char_spans(strs)) >= 1
+
+
+def test_emoji_glyphs_render_with_the_emoji_font(tok):
+    "The outline emoji font (dev dependency manimgx-fonts) is registered and drawing needs no missing-glyph fallback."
+    import warnings
+    from matplotlib.ft2font import FT2Font
+    from matplotlib import font_manager
+    assert viz.emoji_font() == "Noto Emoji", "install the dev dependency manimgx-fonts (make env)"
+    assert ord("😀") in FT2Font(font_manager.findfont(viz.emoji_font())).get_charmap()
+    ax = viz.token_strip(_emoji_signal(tok)[0], colorbar=False)
+    assert all(t.get_fontfamily() == viz.font_family() for t in ax.texts if t.get_gid() == "token")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # matplotlib warns "Glyph ... missing from font(s)"
+        ax.figure.canvas.draw()
 
 
 def test_token_strip_draws_one_box_and_one_text_per_token():
@@ -134,6 +178,7 @@ def test_control_panel_shares_one_scale_and_one_colorbar():
     assert (c0.norm.vmin, c0.norm.vmax) == (c1.norm.vmin, c1.norm.vmax) == (-15.0, 3.0)
     assert all(is_white(c) for c in c1.get_facecolors())
     assert is_red(c0.get_facecolors()[0]) and "27*4" in axes[1].get_title(loc="left")
+    assert axes[1].get_title(loc="left").startswith("control follow-up o:")          # no meta["control"]: "control"
     assert "Get to the point" in axes[0].get_title(loc="left")
 
 
@@ -189,7 +234,9 @@ def _topk_signal():
 
 
 class FakeTok:
-    def decode(self, ids): return {7: " Yes", 8: "\n", 9: " No", 104: "Good", 105: " question"}[ids[0]]
+    V = {7: " Yes", 8: "\n", 9: " No", 104: "Good", 105: " question"}
+    def decode(self, ids): return "".join(self.V[i] for i in ids)
+    def convert_ids_to_tokens(self, i): return self.V[i]
 
 
 def test_distribution_shift_paired_bars_and_highlight():
@@ -197,6 +244,7 @@ def test_distribution_shift_paired_bars_and_highlight():
     ax = viz.distribution_shift(sig, 0, tokenizer=FakeTok())
     bars = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert [b.get_label() for b in bars] == ["student  p(· | x, y<i)", "teacher  p(· | x, o, y<i)"]
+    assert not [c for c in ax.collections if c.get_gid() == "tiny"]                 # nothing below 1e-3 here
     np.testing.assert_allclose([r.get_width() for r in bars[0]], [0.2, 0.5, 0.1, 0.2], atol=1e-6)
     np.testing.assert_allclose([r.get_width() for r in bars[1]], [0.7, 0.01, 0.15, 0.14], atol=1e-6)
     labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -216,7 +264,7 @@ def test_distribution_shift_adds_sampled_token_missing_from_topk_and_after():
     after.logp_student = torch.tensor([0.1, 0.25]).log()
     ax = viz.distribution_shift(sig, 1, after=after, k=2, show_rest=False)
     bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 3 and bars[2].get_label() == "trained student"
+    assert len(bars) == 3 and bars[2].get_label().startswith("trained student")
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["“#7”", "“ question”"]         # ranked 3rd, kept within k=2 in place of the 2nd candidate
     np.testing.assert_allclose([r.get_width() for r in bars[0]], [0.6, 0.3], atol=1e-6)
@@ -224,11 +272,50 @@ def test_distribution_shift_adds_sampled_token_missing_from_topk_and_after():
     np.testing.assert_allclose([r.get_width() for r in bars[2]], [0.6, 0.25], atol=1e-6)
 
 
+def test_distribution_shift_control_series_and_tiny_marking():
+    "The control's teacher probabilities as a third series; candidates the student gives < tiny are marked."
+    sig = _topk_signal()
+    ctrl = _topk_signal()
+    ctrl.topk_p_teacher = torch.tensor([[0.45, 0.25, 5e-4], [0.6, 0.2, 0.1]])
+    ctrl.logp_teacher = torch.tensor([0.45, 0.3]).log()
+    ax = viz.distribution_shift(sig, 0, tokenizer=FakeTok(), control=ctrl, tiny=0.15)
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert bars[2].get_label() == "control teacher  p(· | x, o', y<i)"
+    # rows: " Yes" (7), "Good" (104), "\n" (8), rest; the control teacher at those candidates, and its rest
+    np.testing.assert_allclose([r.get_width() for r in bars[2]], [0.25, 0.45, 5e-4, 1 - 0.7005], rtol=1e-6)
+    tiny = [c for c in ax.collections if c.get_gid() == "tiny"]
+    assert len(tiny) == 1 and tiny[0].get_offsets()[:, 1].tolist() == [2.0]        # student p("\n") = 0.1 < 0.15
+    assert any("tiny numbers" in t.get_text() for t in ax.get_legend().get_texts())
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "p_sampled"] == ["0.5", "0.01", "0.45"]
+
+
+def test_distribution_shift_labels_split_characters(tok):
+    "Inside a byte-split emoji the sampled token reads as its character and part; the first bytes of one as bytes."
+    import re
+    sig, ids, strs = _emoji_signal(tok)
+    (a, b), (a2, _) = [(a, b) for a, b in viz.char_spans(strs) if b - a > 1][:2]
+    T = len(ids)
+    sig.topk_ids = torch.tensor([[ids[i], ids[a2], ids[0]] for i in range(T)])      # y_i, another emoji's first bytes, "Hi"
+    sig.topk_p_student = torch.tensor([[0.5, 0.3, 0.1]] * T); sig.topk_p_teacher = torch.tensor([[0.5, 0.3, 0.1]] * T)
+    labels = lambda ax: [t.get_text() for t in ax.get_yticklabels()]
+    lab = labels(viz.distribution_shift(sig, a, tokenizer=tok, show_rest=False))
+    assert lab[0] == f"“{viz.display_token(strs[b - 1])} 1/{b - a}”"              # e.g. “ 😀 1/2”
+    assert re.fullmatch(r"“‹[0-9A-F]{2}( [0-9A-F]{2})*›”", lab[1]), lab[1]          # bytes, never "�"
+    assert lab[2] == "“Hi”"
+    lab = labels(viz.distribution_shift(sig, b - 1, tokenizer=tok, show_rest=False))
+    assert lab[0] == f"“{viz.display_token(strs[b - 1])}”" and not any("\ufffd" in l for l in lab)
+
+
 def test_distribution_shift_errors():
     with pytest.raises(ValueError, match="top_k="):
         viz.distribution_shift(make_signal(TOKENS, A_VALS), 0)
     with pytest.raises(IndexError, match="outside the completion"):
         viz.distribution_shift(_topk_signal(), 5)
+    no_topk = make_signal(["Good", " question"], [0.0, 0.0], ids=[104, 105])       # what student= reuse gives
+    with pytest.raises(ValueError, match=r"The `control` Signal holds no top-k.*top_k=10"):
+        viz.distribution_shift(_topk_signal(), 0, control=no_topk)
+    with pytest.raises(ValueError, match="keep y fixed"):
+        viz.distribution_shift(_topk_signal(), 0, after=make_signal(["Good"], [0.0]))
 
 
 def test_extreme_positions():
@@ -259,48 +346,58 @@ def test_before_after_tokens_and_scatter():
         viz.before_after_tokens(b, a[:2])
 
 
-def test_separation_summary_bars_and_ratio():
-    real = [make_signal(TOKENS, A_VALS), make_signal(TOKENS, [2 * v for v in A_VALS])]
-    ctrl = [make_signal(TOKENS, [0.5] * 10), make_signal(TOKENS, [-0.5] * 10)]
-    ax = viz.separation_summary({("smollm2", "paper"): (real, ctrl), ("smollm2", "turns"): (ctrl, ctrl)})
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert [b.get_label() for b in bars] == ["real follow-up", "unrelated follow-up"]
-    m = np.mean(np.abs(A_VALS))
-    np.testing.assert_allclose([r.get_height() for r in bars[0]], [1.5 * m, 0.5])
-    np.testing.assert_allclose([r.get_height() for r in bars[1]], [0.5, 0.5])
-    assert [t.get_text() for t in ax.texts if t.get_gid() == "ratio"] == [f"×{1.5 * m / 0.5:.2f}", "×1.00"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["smollm2\npaper", "smollm2\nturns"]
-    assert "mean" in ax.get_ylabel()
-    with pytest.raises(ValueError, match="same, non-zero number"):
-        viz.separation_summary({"g": (real, ctrl[:1])})
+def test_plot_separation_ladder(tiny, tok, tmp_path):
+    "From separation_ladder's own rows (a tiny model saved to a folder: the hub path, offline) to the drawn points."
+    from hindsight_ref.signal import separation_ladder
+    from hindsight_ref.data import control_interactions
+    model, _ = tiny
+    model.save_pretrained(tmp_path / "tiny"); tok.save_pretrained(tmp_path / "tiny")
+    its = [Interaction(x=[{"role": "user", "content": "Name a colour."}], y="Blue! 😀", o="No emojis.",
+                       meta={"unrelated_followup": "What is 27*4?"}),
+           Interaction(x=[{"role": "user", "content": "Is water wet?"}], y="Yes, it is.", o="Answer YES or NO only.",
+                       meta={"unrelated_followup": "Name a fish."})]
+    rows = []
+    for kind in ("unrelated", "approval"):
+        rows += [r | dict(control=kind) for r in separation_ladder([str(tmp_path / "tiny")], its,
+                                                                    control_interactions(its, kind=kind), progress=False)]
+    ax = viz.plot_separation_ladder(rows)
+    ratio = [l for l in ax.lines if l.get_gid() == "ratio"]
+    n = sum(p.numel() for p in model.parameters())
+    assert [l.get_xydata().tolist() for l in ratio] == [[[n, r["paper"]["ratio"]]] for r in rows]
+    tw = [a for a in ax.figure.axes if a is not ax][0]
+    assert [l.get_ydata().tolist() for l in tw.lines if l.get_gid() == "share"] == [[r["paper"]["share"]] for r in rows]
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "model"] == ["tiny"]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    with pytest.raises(KeyError, match="no template 'turns'"):
+        viz.plot_separation_ladder(rows, template="turns")
+    with pytest.raises(ValueError, match="No rows"):
+        viz.plot_separation_ladder([])
+
+
+def test_plot_metric_leaves_out_skipped_and_missing():
+    recs = [dict(step=1, loss=0.9), dict(step=2, loss=float("inf")), dict(step=3, loss=0.5, skipped=True), dict(step=4),
+            dict(step=5, loss=0.4)]
+    ax = viz.plot_metric(recs, "loss", label="train")
+    assert ax.lines[0].get_xydata().tolist() == [[1.0, 0.9], [5.0, 0.4]] and ax.lines[0].get_label() == "train"
+    assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel() == "loss"
+
+
+def test_heatmap_labels_draw_emoji_in_follow_ups():
+    sigs = [make_signal(list("ab"), [1.0, -1.0], o="No emojis 🙅 please")]
+    ax = viz.advantage_heatmap(sigs)
+    lab = ax.get_yticklabels()[0]
+    assert lab.get_text() == "0: No emojis 🙅 please" and lab.get_fontfamily() == viz.font_family("DejaVu Sans")
 
 
 def test_every_plot_draws_on_a_given_axis():
     sig = _topk_signal()
     for f, args in [(viz.token_strip, (sig,)), (viz.advantage_heatmap, ([sig, sig],)),
                     (viz.distribution_shift, (sig, 0)), (viz.before_after_tokens, (sig, sig)),
-                    (viz.before_after_scatter, ([sig], [sig])), (viz.separation_summary, ({"g": ([sig], [sig])},))]:
+                    (viz.before_after_scatter, ([sig], [sig])), (viz.plot_metric, ([dict(step=1, loss=1.0)],)),
+                    (viz.plot_separation_ladder, ([dict(model="m", n_params=10, paper=dict(ratio=1.0, share=0.5))],))]:
         fig, ax = plt.subplots()
         assert f(*args, ax=ax) is ax, f.__name__
     fig, axes = plt.subplots(2, 1)
     assert viz.control_panel(sig, sig, axes=axes) is not None
     fig, axes = plt.subplots(1, 2)
     assert len(viz.control_heatmaps([sig], [sig], axes=axes)) == 2
-
-
-def test_per_token_kl_matches_full_logits(tiny):
-    from hindsight_ref.contexts import encode_interactions
-    model, tok = tiny
-    its = [Interaction(x=[{"role": "user", "content": "Is water wet? Answer YES or NO."}], y="YES, water is wet.",
-                       o="I said YES or NO only."),
-           Interaction(x=[{"role": "user", "content": "Name a colour."}], y="Blue! 😀", o="No emojis.")]
-    kls = viz.per_token_kl(model, tok, its, chunk_size=3)
-    for e, kl in zip(encode_interactions(tok, its), kls):
-        Ls, Lt, T = len(e.student_context_ids), len(e.teacher_context_ids), len(e.completion_ids)
-        with torch.no_grad():
-            ls = model(torch.tensor([e.student_context_ids + e.completion_ids])).logits[0, Ls - 1:Ls - 1 + T].log_softmax(-1)
-            lt = model(torch.tensor([e.teacher_context_ids + e.completion_ids])).logits[0, Lt - 1:Lt - 1 + T].log_softmax(-1)
-        ref = (ls.exp() * (ls - lt)).sum(-1)
-        assert kl.shape == (T,)
-        torch.testing.assert_close(kl, ref, atol=1e-5, rtol=1e-4)
-    assert all((k >= -1e-6).all() for k in kls)                       # a KL is never negative
