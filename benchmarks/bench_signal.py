@@ -34,7 +34,6 @@ def batches(tok, its, template, batch_size):
 
 def naive_score(model, b):
     "Both passes with full logits; same outputs as score_batch."
-    out = {}
     with eval_mode(model):
         with torch.inference_mode():
             lt = naive_completion_logprobs(model, b["teacher_input_ids"], b["teacher_attention_mask"], b["completion_ids"],

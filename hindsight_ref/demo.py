@@ -120,7 +120,7 @@ def world_story(n_interactions: int = 150, n_eval: int = 128, seed: int = 0, say
     run = world_trainer(user, n_interactions)
     hist = train_and_evaluate(run, ev, every=50)
     r["win_curve"] = [(h["interactions"], h[f"win_{persona}"]) for h in hist]
-    say(f"[2] online run: win rate vs base " + ", ".join(f"{k}: {100 * w:.1f}%" for k, w in r["win_curve"]) +
+    say("[2] online run: win rate vs base " + ", ".join(f"{k}: {100 * w:.1f}%" for k, w in r["win_curve"]) +
         f" (in-context oracle {100 * r['oracle']:.1f}%)")
     figs["win_rate"] = _png(plot_win_curves({persona: (hist, f"win_{persona}")}, {persona: r["oracle"]},
                                             title="Online hindsight training in the toy world").figure)

@@ -15,7 +15,7 @@ from .data import Interaction
 from .contexts import encode_interactions, collate, tokenize_text
 from .signal import completion_kl, eval_mode, model_device
 from .backends import TransformersChat
-from .simulators import request_text, fixture_file
+from .simulators import fixture_file
 
 # %% auto #0
 __all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'kl_to_base',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_protocols.ipynb #8d067080
 from __future__ import annotations
-import copy, json, math, random
+import copy, json, random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ from .models import load_model, tiny_model
 from .data import fixture_interactions, load_wildchat, load_wildfeedback
 from .data import load_interactions
 from .train import TrainConfig, split_heldout
-from .trainers import make_trainer, recipes_dir
+from .trainers import make_trainer
 from .backends import TransformersChat
 from .simulators import make_simulator, make_judge, oracle_context, persona_name
 from .evaluation import (win_rate, run_checks, compare_checks, kl_check, perplexity_check, ifeval_check,

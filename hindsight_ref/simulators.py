@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
-from .backends import BACKEND_KEYS, BackendError, CachedChat, ChatCache, make_backend
+from .backends import BACKEND_KEYS, BackendError, CachedChat, make_backend
 
 # %% auto #0
 __all__ = ['PERSONAS', 'PERSONA_TITLES', 'USER_RULES', 'JUDGE_RULES', 'ORACLE_SUFFIX', 'RULE_PERSONAS', 'style_profile',

@@ -1,14 +1,10 @@
 "Protocols from YAML: validation, prompts, the personalization engine (phases, references, resume), offline runs, every recipe at toy size."
 import copy
 import json
-from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
-from hindsight_ref.protocols import (H200, Protocol, estimate_resources, make_prompts, n_params, plot_curves, run_offline,
-                                     run_personalization, run_protocol)
+from hindsight_ref.protocols import (H200, Protocol, estimate_resources, make_prompts, n_params, plot_curves, run_personalization, run_protocol)
 from hindsight_ref.trainers import recipes_dir
 
 TINY_TRAIN = dict(model="tiny", lr=1e-3, schedule="constant", warmup_ratio=0.0, batch_size=2, grad_accum=1, max_new_tokens=8,
