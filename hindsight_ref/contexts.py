@@ -190,7 +190,7 @@ def _check_special_text(tokenizer, it: Interaction):
                                     f"chat structure. Fix: remove or escape it in the data (e.g. '<|' -> '< |'), {_SKIP_FIX}.")
 
 def model_max_positions(model=None, tokenizer=None) -> int | None:
-    "The longest sequence the model has positions for: `config.max_position_embeddings`, else the tokenizer's `model_max_length`."
+    "The longest sequence the model has positions for (`max_position_embeddings`, else the tokenizer's limit)."
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(cfg, "get_text_config"): cfg = cfg.get_text_config()
     n = getattr(cfg, "max_position_embeddings", None)
@@ -228,7 +228,7 @@ def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemp
                        max_context_tokens: int = 2048, max_completion_tokens: int = 2048, truncation_side: str = "left",
                        truncate_completion: bool = False, eot_id: int | None = None,
                        max_positions: int | None = None) -> EncodedInteraction:
-    "Student and teacher context ids of `it` (chat-rendered, older history dropped to fit) and the completion ids y + end-of-turn."
+    "Student and teacher context ids of `it` (older history dropped to fit) and the completion ids y + end-of-turn."
     if truncation_side not in ("left", "error"):
         raise ValueError(f"truncation_side must be 'left' (drop the oldest messages of x) or 'error', got {truncation_side!r}. "
                          f"Cutting contexts on the right would remove the question and the generation prompt that y follows.")
@@ -259,7 +259,7 @@ def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemp
 
 def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | HindsightTemplate = DEFAULT_TEMPLATE,
                         on_bad_record: str = "stop", report: FilterReport | None = None, **kw) -> list[EncodedInteraction]:
-    "Encode many interactions; `on_bad_record='skip'` counts each that cannot be encoded (and each one shortened) in `report`."
+    "Encode many interactions; with `on_bad_record='skip'` each one that cannot be encoded is counted in `report`."
     if on_bad_record not in ON_BAD_RECORD:
         raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD} (stop at the first interaction that cannot be "
                          f"encoded, or skip and count it), got {on_bad_record!r}.")

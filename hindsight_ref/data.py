@@ -299,7 +299,7 @@ def fixture_path() -> Path:
     return Path(str(files("hindsight_ref") / "fixtures" / FIXTURE_FILE))
 
 def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
-    "`(line number, record)` for each non-blank line of a JSON Lines file; a line that is not JSON gives a `ConversationError`."
+    "`(line number, record)` per non-blank line of a JSON Lines file; a line that is not JSON: `ConversationError`."
     if Path(path).is_dir(): raise IsADirectoryError(f"{path} is a folder. Fix: point to a .jsonl file (one JSON record per line).")
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
@@ -336,7 +336,7 @@ CONTROL_KINDS = ("unrelated", "approval")
 
 def control_interactions(its: Interaction | Iterable[Interaction], kind: str = "unrelated", key: str = "unrelated_followup",
                          approval: str = APPROVAL_FOLLOWUP) -> list[Interaction]:
-    "The same (x, y) with a control follow-up: `meta[key]` ('unrelated') or a neutral thanks ('approval'); meta: control, real_o."
+    "The same (x, y) with a control follow-up: `meta[key]` ('unrelated') or a neutral thanks ('approval')."
     if kind not in CONTROL_KINDS: raise ValueError(f"kind must be one of {CONTROL_KINDS}, got {kind!r}.")
     out = []
     for i, it in enumerate([its] if isinstance(its, Interaction) else its):
@@ -366,7 +366,7 @@ def load_wildchat(split: str = "train", streaming: bool = False, filters: Filter
                   max_conversations: int | None = 15_000, min_conversations: int | None = 14_000,
                   min_interactions: int | None = 50_000, shuffle_seed: int | None = 42, path: str = "allenai/WildChat",
                   name: str | None = None, data_files=None, report: FilterReport | None = None, **load_kw):
-    "Interactions from allenai/WildChat with the official script's filters and stopping rule; returns `(interactions, report)`."
+    "Interactions from allenai/WildChat with the official script's filters and stopping rule: `(interactions, report)`."
     report = report if report is not None else FilterReport(f"{path}:{split}")
     ds = _load_records(path, name, split, streaming, data_files, shuffle_seed, **load_kw)
     return list(filter_interactions(ds, filters, max_history, report, source="wildchat", max_conversations=max_conversations,
@@ -376,7 +376,7 @@ def load_wildfeedback(split: str = "train", streaming: bool = False, filters: Fi
                       max_history: int = 5, max_conversations: int | None = None, shuffle_seed: int | None = None,
                       path: str = "microsoft/WildFeedback", name: str | None = "wildfeedback", data_files=None,
                       report: FilterReport | None = None, **load_kw):
-    "Interactions from microsoft/WildFeedback (config 'wildfeedback') with the official script's filters; returns `(interactions, report)`."
+    "Interactions from microsoft/WildFeedback with the official script's filters: `(interactions, report)`."
     if data_files is not None and path == "microsoft/WildFeedback": path, name = "json", None   # a local copy
     report = report if report is not None else FilterReport(f"{path}:{split}")
     ds = _load_records(path, name, split, streaming, data_files, shuffle_seed, **load_kw)
@@ -399,7 +399,7 @@ def _record_interactions(rec, max_history, role_map, meta) -> list[Interaction]:
 
 def load_interactions(data: str | Path = "fixtures", max_history: int = 5, on_bad_record: str = "stop",
                       role_map: dict | None = None, report: FilterReport | None = None) -> list[Interaction]:
-    "Interactions from 'fixtures' or a .jsonl of interactions or conversations; a bad record stops with FILE:LINE and a fix, or is skipped and counted."
+    "Interactions from 'fixtures' or a .jsonl file; a bad record stops naming FILE:LINE and a fix, or is skipped and counted."
     if on_bad_record not in ON_BAD_RECORD:
         raise ValueError(f"on_bad_record must be 'stop' (the first bad record stops the load) or 'skip' (skip and count "
                          f"it), got {on_bad_record!r}.")

@@ -157,7 +157,7 @@ def check_instructions(response: str, item: dict, loose: bool = False) -> list[b
     return out
 
 def instruction_items() -> list[dict]:
-    "The instruction-following prompts shipped in fixtures/instruction_prompts.jsonl (IFEval format, written for this project)."
+    "The instruction-following prompts shipped with the project (IFEval format)."
     return [json.loads(l) for l in fixture_file("instruction_prompts.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
 
 def ifeval_scores(responses: list[str], items: list[dict]) -> dict:

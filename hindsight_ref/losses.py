@@ -58,7 +58,7 @@ def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:
 # %% ../nbs/05_losses.ipynb #babb3378
 def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mask: torch.Tensor,
                      center: bool = False, clip: float | None = None) -> torch.Tensor:
-    "Detached A_i = log p(y_i|x,o,y<i) - log p(y_i|x,y<i) [B, T], zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
+    "Detached A_i [B, T], zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
     mask = mask.bool()
     A = (logp_teacher.float() - logp_student.float()).detach()
     A = torch.where(mask, A, torch.zeros_like(A))
@@ -115,7 +115,7 @@ def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                  alpha: float = 1.0, topk: int | None = None, add_tail: bool = True, ignore_first_k: int = 0,
                  reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
-    "Per-token divergence (alpha=1 reverse KL, 0 forward, else JSD) over the vocabulary or top-k+tail, reduced like the paper's loss."
+    "Divergence per token (alpha 1: reverse KL, 0: forward, else JSD) over the vocabulary or top-k + tail, reduced."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     ls = F.log_softmax(student_logits.float(), dim=-1)
     lt = F.log_softmax(teacher_logits.detach().float(), dim=-1)

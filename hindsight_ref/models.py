@@ -82,7 +82,7 @@ def quiet_loading():
         if was: hf_logging.enable_progress_bar()
 
 def embedded_path(alias: str = DEFAULT_MODEL, what: str = "model", verbose: bool = True) -> Path:
-    "Folder of the converted embedded model (`what='model'`) or of its tokenizer only (`what='tokenizer'`); converts on first use."
+    "Folder of the converted embedded model or (`what='tokenizer'`) its tokenizer; converts on first use."
     if alias not in EMBEDDED:
         raise ModelLoadError(f"Unknown embedded model '{alias}'. Known: {sorted(EMBEDDED)}.")
     if what not in ("model", "tokenizer"): raise ValueError(f"what must be 'model' or 'tokenizer', got {what!r}")

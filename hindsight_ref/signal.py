@@ -19,7 +19,7 @@ __all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'hindsight_
 
 # %% ../nbs/03_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
-    "A_i = log pi(y_i|x,o,y<i) - log pi(y_i|x,y<i) (Eq. 1): teacher minus student, detached (a fixed signal, never differentiated)."
+    "A_i = log pi(y_i|x,o,y<i) - log pi(y_i|x,y<i) (Eq. 1), detached: a fixed signal, never differentiated."
     return (logp_teacher - logp_student).detach()
 
 def sequence_advantage(advantage: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +109,7 @@ def _chunk_logprobs(head, h, ids, softcap):
     return logits.gather(-1, ids[:, None])[:, 0] - logits.logsumexp(-1)
 
 def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, softcap: float | None = None) -> torch.Tensor:
-    "log p(ids) from hidden states [B, T, H]: LM head + fp32 log-softmax per chunk of rows (checkpointed under grad); 0 where mask is False."
+    "log p(ids) from hidden states [B, T, H]: LM head and fp32 log-softmax per chunk of rows; 0 where mask is False."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     B, T, _ = hidden.shape
     h, flat = rearrange(hidden, "b t h -> (b t) h"), rearrange(ids, "b t -> (b t)").to(hidden.device)   # one row per position
@@ -127,7 +127,7 @@ def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, soft
 
 def completion_logprobs(model, input_ids, attention_mask, completion_ids, context_len, chunk_size: int = 256,
                         position_ids=None) -> torch.Tensor:
-    "[B, T] float32 log p(y_j | prefix) from decoder hidden states sliced to the completion (no [B, L, V] tensor); 0 on padding."
+    "[B, T] float32 log p(y_j | prefix) from hidden states sliced to the completion; 0 on padding."
     L, T = _check_layout(input_ids, attention_mask, completion_ids, context_len)
     h = completion_hidden(model, input_ids, attention_mask, L, T, position_ids)
     softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -172,7 +172,7 @@ def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
 @torch.no_grad()
 def completion_kl(p_model, batch: dict, q_model=None, p_side: str = "student", q_side: str = "teacher",
                   chunk_size: int = 256) -> torch.Tensor:
-    "Exact per-token KL(p(.|p_side context, y<i) || q(.|q_side context, y<i)) over the vocabulary: [B, T], 0 off `completion_mask`."
+    "Exact per-token KL(p(.|p_side, y<i) || q(.|q_side, y<i)) over the vocabulary: [B, T], 0 off `completion_mask`."
     q_model = p_model if q_model is None else q_model
     batch = to_device(batch, model_device(p_model))
     mask = batch["completion_mask"].bool()
@@ -242,7 +242,7 @@ class Signal:
 
 # %% ../nbs/03_signal.ipynb #4e71031c
 def token_strings(tokenizer, ids: list[int]) -> list[str]:
-    "One display string per token id, concatenating exactly to `tokenizer.decode(ids)` (multi-byte characters go to the token that completes them)."
+    "One display string per token id, concatenating to `tokenizer.decode(ids)` (a split character goes to its last token)."
     out, done = [], 0                      # ids[:done] are emitted
     for i in range(len(ids)):
         lo = max(0, done - 1)
@@ -272,7 +272,7 @@ def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
 def hindsight_signal(model, tokenizer, interactions, template="paper", batch_size: int = 8, top_k: int = 0,
                      max_context_tokens: int = 2048, progress: bool = True, chunk_size: int = 256,
                      topk_by: str = "max", student: list[Signal] | None = None) -> list[Signal]:
-    "Score each interaction's completion under x (student) and under the hindsight context (x, o) (teacher): one `Signal` each."
+    "Score each completion under x (student) and under the hindsight context (x, o) (teacher): one `Signal` each."
     # `student`: Signals of the same interactions (same x and y, any template or follow-up) whose student
     # log-probs are reused, so that only the teacher pass runs (the student context does not depend on o).
     from tqdm.auto import tqdm
@@ -337,7 +337,7 @@ def separation_stats(real: list, control: list) -> dict:
                 seq_real=sum(s.sequence_advantage for s in real) / len(r), seq_control=sum(s.sequence_advantage for s in control) / len(r))
 
 def separation(model, tokenizer, interactions, controls, templates=("paper",), batch_size: int = 8, progress: bool = False) -> dict:
-    "`separation_stats` per template: each interaction's signal under its real follow-up against the same (x, y) under `controls`."
+    "`separation_stats` per template: each interaction under its real follow-up against the same (x, y) under `controls`."
     out, student = {}, None
     for t in templates:   # the student pass depends on neither o nor the template: run it once, reuse it
         real = hindsight_signal(model, tokenizer, interactions, template=t, batch_size=batch_size, progress=progress, student=student)
@@ -349,7 +349,7 @@ def separation(model, tokenizer, interactions, controls, templates=("paper",), b
 # %% ../nbs/03_signal.ipynb #4e5c7de0
 def separation_ladder(model_ids, interactions, controls, templates=("paper",), load=None, batch_size: int = 8,
                       progress: bool = True, **load_kw) -> list[dict]:
-    "`separation` for each model of `model_ids` (loaded one at a time with `load`, default `models.load_model`), with its size."
+    "`separation` for each model of `model_ids` (loaded one at a time, default `models.load_model`), with its size."
     from tqdm.auto import tqdm
     from hindsight_ref.models import load_model
     load, rows = load or load_model, []

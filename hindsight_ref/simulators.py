@@ -270,7 +270,7 @@ def _split(spec: dict, allowed: set, what: str):
     return {k: v for k, v in spec.items() if k in allowed}
 
 def make_simulator(spec, persona=None, load: Callable | None = None) -> UserSimulator:
-    "A user from 'rule', 'package.module:factory', a callable, or a dict {kind: rule | llm, ...} (persona from the dict or `persona`)."
+    "A user from 'rule', 'package.module:factory', a callable, or a dict {kind: rule | llm, ...}."
     if callable(spec): return spec
     if spec == "rule": return RuleBasedSimulator()
     if isinstance(spec, str) and ":" in spec:

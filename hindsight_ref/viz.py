@@ -97,7 +97,7 @@ def _np(x) -> np.ndarray:
     if hasattr(x, "detach"): x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=float)
 def signal_values(sig, values="advantage") -> np.ndarray:
-    "One value per completion token of `sig`: an attribute name (`'advantage'`, `'logp_student'`, `'logp_teacher'`) or an array."
+    "One value per completion token of `sig`: an attribute (`'advantage'`, `'logp_student'`, ...) or an array."
     v = _np(getattr(sig, values) if isinstance(values, str) else values)
     n = len(sig.tokens)
     if v.ndim != 1 or len(v) != n:
@@ -111,7 +111,7 @@ def _followup(sig, n: int = 80) -> str:
 # %% ../nbs/04_viz.ipynb #aa1aecbd
 def layout_tokens(labels: Sequence[str], width: int = 72, breaks: Sequence[bool] | None = None, pad: float = 0.8,
                   gap: float = 0.3, spans: Sequence[tuple[int, int]] | None = None) -> list[tuple[float, int, float]]:
-    "`(x, line, w)` per token: boxes `text_width(label) + pad` wide, wrapped at `width` and after `breaks[j]`; a span's cells touch."
+    "`(x, line, w)` per token: boxes `text_width(label) + pad` wide, wrapped at `width` and after `breaks[j]`."
     if width <= 0: raise ValueError(f"width must be a positive number of characters, got {width}")
     out, x, line = [], 0.0, 0
     for a, b in spans or [(j, j + 1) for j in range(len(labels))]:
@@ -420,7 +420,7 @@ def plot_metric(records: Sequence[dict], key: str = "loss", ax=None, label: str 
 
 # %% ../nbs/04_viz.ipynb #4f334baa
 def plot_separation_ladder(rows: Sequence[dict], ax=None, template: str = "paper"):
-    "Separation against model size: mean |A| real/control (left, log) and share real > control (right), one series per control."
+    "Separation against model size: mean |A| real/control (left) and share real > control (right), per control."
     if not rows: raise ValueError("No rows to plot: pass the output of signal.separation_ladder (one dict per model).")
     for r in (r for r in rows if template not in r):
         raise KeyError(f"Row {r.get('model')!r} has no template {template!r} (it has {sorted(k for k, v in r.items() if isinstance(v, dict))}). "
