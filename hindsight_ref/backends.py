@@ -136,7 +136,7 @@ class CachedChat:
         self.cache = cache if isinstance(cache, ChatCache) else ChatCache(cache)
 
     def complete(self, batch: list[list[dict]], records: list[dict] | None = None, **settings) -> list[str]:
-        "Recorded answers, computing (in one batch) and recording only the missing ones; `records`: readable fields per item."
+        "Recorded answers; the missing ones computed in one batch and recorded (`records`: readable fields per item)."
         keys = [ChatCache.key(self.id, m, settings) for m in batch]
         pending = {}
         for i, k in enumerate(keys):
