@@ -107,7 +107,7 @@ def resume_hint(config, overrides=()) -> str:
             f"every N steps, and resume an interrupted run with: {cmd}")
 
 def main(argv=None) -> int:
-    "Entry point of `hindsight-ref`: one-line errors (exit 1, or 2 for a malformed command line), `--debug`, Ctrl-C exits 130."
+    "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130."
     a = make_parser().parse_args(argv)
     try:
         if a.cmd == "demo":

@@ -16,7 +16,7 @@ DEMO_TAGS = ("paper_fig1", "paper_fig2", "paper_fig8")
 DTYPES = ("float32", "bfloat16", "float16")
 
 def demo_pool(tags=DEMO_TAGS) -> list:
-    "The interactions the demo draws from: the first turn of each fixture conversation with an unrelated follow-up, `tags` first."
+    "The first turn of each fixture conversation that has an unrelated follow-up, `tags` first."
     from hindsight_ref.data import fixture_interactions
     its, seen = [], set()
     for it in fixture_interactions(tags=tags) + fixture_interactions():
@@ -86,7 +86,7 @@ def _criticised_kl(student, teacher, tok, its, signals):
     return float(torch.cat(vals).mean()), int(sum(len(v) for v in vals))
 
 def world_story(n_interactions: int = 150, n_eval: int = 128, seed: int = 0, say=print) -> dict:
-    "Parts 1-3 in the toy world: the signal and its control, a short online run, the distribution after it; numbers and figures."
+    "Parts 1-3 (toy world): the signal and its control, a short online run, the distribution after it."
     import random, torch
     from hindsight_ref.data import Interaction
     from hindsight_ref.signal import hindsight_signal
@@ -235,7 +235,7 @@ def check_claims(world: dict) -> list[str]:
 def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, out: str | Path = "runs/demo",
              max_rows: int | None = 40, dtype: str = "float32", device: str | None = None, n_interactions: int = 150,
              n_eval: int = 128, quiet: bool = False, check: bool = True) -> dict:
-    "The main job: the toy world's story (parts 1-3) and a real model scored the same way (part 4), written to out/report.html."
+    "The main job: the toy world's story and a real model scored the same way, written to out/report.html."
     t0 = time.time()
     out = check_demo_args(n, template, max_rows, dtype, device, out, n_interactions)   # before anything heavy loads
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))

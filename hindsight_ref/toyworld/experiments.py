@@ -159,7 +159,7 @@ def plot_win_vs_drift(rows: list[dict], ax=None, limit: float = 0.1, target: flo
 # %% ../../nbs/10c_toyworld.ipynb #8c2d7fde
 def offline_contrast(persona="less_filler", worse: dict | None = None, n_logs: int = 256, epochs: int = 2,
                      batch_size: int = 16, lr: float = 1e-3, n_eval: int = 256, seed: int = 0) -> dict:
-    "Win rate vs base after SFT on a worse policy's logged completions, and after hindsight training on the same interactions."
+    "Win rate vs base after SFT on a worse policy's logs, and after hindsight training on the same interactions."
     p = world_persona(persona); worse = worse or {a: not v for a, v in p.wants}
     base, tok = load_world()
     rng, user = random.Random(seed), WorldUser(p, seed)

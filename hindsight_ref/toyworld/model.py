@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10b_world_model.ipynb #a53b857a
 from __future__ import annotations
-import contextlib, json, math, random, shutil, tempfile, time
+import contextlib, json, math, random, time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, Regex, models as tk_models, normalizers, pre_t
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, AutoTokenizer
 
 import hindsight_ref
-from ..models import cache_dir, file_lock, quiet_loading
+from ..models import build_once, cache_dir, quiet_loading
 from ..contexts import TEMPLATES, get_template
 from ..sampling import sample_completions
 from .world import (ATTRS, TOPICS, REQUESTS, PRAISE, CLOSERS, EMOJIS, CASUAL, FORMAL, OPENER, SHORT_MARK,
@@ -148,21 +148,11 @@ def save_world(model, tok, path, meta: dict | None = None) -> Path:
 def world_model_path(rebuild: bool = False, verbose: bool = True) -> Path:
     "Folder of the trained world model: the shipped fixture, else a deterministic rebuild in the cache folder."
     if not rebuild and (FIXTURE_DIR / "config.json").exists(): return FIXTURE_DIR
-    out = cache_dir() / "toyworld"
-    if not rebuild and (out / ".complete").exists(): return out
-    with file_lock(cache_dir() / ".toyworld.lock"):
-        if not rebuild and (out / ".complete").exists(): return out
-        if verbose: print(f"Training the toy world model into {out} (once, a few CPU minutes)...", flush=True)
+    def train(tmp: Path):
+        if verbose: print(f"Training the toy world model into {cache_dir() / 'toyworld'} (once, a few CPU minutes)...", flush=True)
         model, tok, log = pretrain_world(**PRETRAIN_DEFAULTS, verbose=verbose)
-        tmp = Path(tempfile.mkdtemp(prefix=".toyworld-", dir=out.parent))
-        try:
-            save_world(model, tok, tmp, dict(PRETRAIN_DEFAULTS, log=log))
-            (tmp / ".complete").write_text("ok")
-            if out.exists(): shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        save_world(model, tok, tmp, dict(PRETRAIN_DEFAULTS, log=log))
+    return build_once(cache_dir() / "toyworld", train, rebuild=rebuild)
 
 def load_world(path=None):
     "`(model, tok)` of the trained world model (eval mode, float32, CPU)."
@@ -197,7 +187,7 @@ def plain_rates(model, tok, n: int = 256, seed: int = 0, topics=None) -> dict:
     return style_rates(world_answers(model, tok, world_prompts(n, seed, topics), seed=seed))
 
 def _follow_rates(model, tok, cases: list[tuple], seed: int) -> dict:
-    "`cases`: (key, attribute, wanted value, context). Per key, the fraction of sampled answers whose attribute has the wanted value."
+    "Per key of `cases` (key, attribute, wanted value, context): the share of answers with the wanted value."
     ys = world_answers(model, tok, [c[3] for c in cases], seed=seed)
     out = {}
     for (key, a, v, _), y in zip(cases, ys): out.setdefault(key, []).append(parse_style(y)[a] == v)
@@ -210,7 +200,7 @@ def compliance(model, tok, n: int = 64, seed: int = 0, topics=None) -> dict:
                                       for a in ATTRS for v in (False, True) for x in xs], seed + 1)
 
 def hindsight_compliance(model, tok, n: int = 64, seed: int = 0, topics=None, template="paper") -> dict:
-    "For each complaint phrase: the fraction of answers that follow it when it is the quoted future message (the teacher's context)."
+    "For each complaint phrase: the share of answers that follow it as the quoted future message (the teacher's context)."
     xs, t = world_prompts(n, seed, topics), get_template(template)
     return _follow_rates(model, tok, [((a, v, ph), a, v, [{"role": "user", "content": x[0]["content"] + t.hindsight_block(ph)}])
                                       for (a, v), phrases in COMPLAINTS.items() for ph in phrases for x in xs], seed + 1)

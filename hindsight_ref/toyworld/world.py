@@ -141,7 +141,7 @@ def world_conversation(rng: random.Random, mix: dict | None = None, template="pa
 # %% ../../nbs/10a_world.ipynb #f008b863
 @dataclass(frozen=True)
 class WorldPersona:
-    "One of the paper's personas as the world sees it: its name (the profile text is the paper's) and the attributes it wants."
+    "One of the paper's personas as the world sees it: its name and the attributes it wants."
     name: str
     wants: tuple           # ((attribute, value), ...)
     def wanted(self) -> dict:
@@ -184,7 +184,7 @@ def true_reward(persona, y: str) -> float:
 
 # %% ../../nbs/10a_world.ipynb #57abe22f
 class WorldUser:
-    "A rule-based user of the world with a hidden persona: `user(x, y) -> o`, a complaint naming what it dislikes, or an approval."
+    "A rule-based user with a hidden persona: `user(x, y) -> o`, a complaint naming what it dislikes, or an approval."
     def __init__(self, persona, seed: int = 0):
         self.persona = world_persona(persona); self.rng = random.Random(seed)
     def __call__(self, x: list[dict], y: str) -> str:
