@@ -61,7 +61,7 @@ def test_malformed_command_lines_exit_2_with_one_line(args, needles):
 
 
 def test_demo_values_outside_what_exists(tmp_path):
-    pool = len(cli.demo_pool())
+    pool = len(demo.demo_pool())
     a_file = tmp_path / "a_file"; a_file.write_text("x")
     cases = [(["--n", pool + 1], [f"from 1 to {pool}", f"got {pool + 1}"]),
              (["--template", "papr"], ["'papr'", "offline_code", "paper"]),
@@ -152,8 +152,11 @@ def test_ctrl_c_on_a_real_run(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"model: tiny\nmax_steps: 10000\nsave_every: 1\nbatch_size: 2\ngrad_accum: 1\nprogress: false\n"
                    f"output_dir: {tmp_path / 'run'}\n")
+    # A job started in the background (`cmd &`, as some CI runners do) inherits SIGINT *ignored*, and Python then installs
+    # no KeyboardInterrupt handler: give the child the default disposition, as a terminal's Ctrl-C would find it.
     p = subprocess.Popen([sys.executable, "-m", "hindsight_ref.cli", "train", str(cfg)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=ENV)
+                         stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not list((tmp_path / "run" / "checkpoints").glob("step-*[0-9]")):
         assert p.poll() is None, p.communicate()
