@@ -148,11 +148,12 @@ def save_world(model, tok, path, meta: dict | None = None) -> Path:
 def world_model_path(rebuild: bool = False, verbose: bool = True) -> Path:
     "Folder of the trained world model: the shipped fixture, else a deterministic rebuild in the cache folder."
     if not rebuild and (FIXTURE_DIR / "config.json").exists(): return FIXTURE_DIR
+    out = cache_dir() / "toyworld"
     def train(tmp: Path):
-        if verbose: print(f"Training the toy world model into {cache_dir() / 'toyworld'} (once, a few CPU minutes)...", flush=True)
+        if verbose: print(f"Training the toy world model into {out} (once, a few CPU minutes)...", flush=True)
         model, tok, log = pretrain_world(**PRETRAIN_DEFAULTS, verbose=verbose)
         save_world(model, tok, tmp, dict(PRETRAIN_DEFAULTS, log=log))
-    return build_once(cache_dir() / "toyworld", train, rebuild=rebuild)
+    return build_once(out, train, rebuild=rebuild)
 
 def load_world(path=None):
     "`(model, tok)` of the trained world model (eval mode, float32, CPU)."
