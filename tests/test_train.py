@@ -249,7 +249,11 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tok, fx):
     b = HindsightTrainer(cfg(tmp_path, "b", batch_size=2, grad_accum=2, max_steps=1, optimizer="adamw", lr=0.1,
                              max_grad_norm=None), *reading_model(tok), interactions=fx[:5])
     ra, rb = a.train()[0], b.train()[0]
-    assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-6) and ra["n_seqs"] == rb["n_seqs"] == 4
+    # the loss is built from float32 log-probs of size up to log V (about 11 here); the two runs pad to different shapes,
+    # so each kernel sums in its own order: tolerate 1e-5 of log V (float32 eps is 1.2e-7; with ATEN_CPU_CAPABILITY=default
+    # and one thread the two losses differed by 2.3e-6)
+    tol = 1e-5 * math.log(len(tok))
+    assert ra["loss"] == pytest.approx(rb["loss"], abs=tol) and ra["n_seqs"] == rb["n_seqs"] == 4
     # compare the first Adam moments, which are (1 - beta1) * gradient
     ga = [a.opt.state[p]["exp_avg"] for p in a.opt.param_groups[0]["params"]]
     gb = [b.opt.state[p]["exp_avg"] for p in b.opt.param_groups[0]["params"]]
