@@ -30,7 +30,8 @@ def run(recipe, folder, out, dev, overrides: dict):
         note = "`hindsight-ref train` failed (its one-line error is in the log); trained through trainers.main_train"
         main_train(recipe, **ov)
     wall = time.time() - t0
-    recs = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    from hindsight_ref.trainers import read_metrics
+    recs = read_metrics(out)
     tps = [r["tokens_per_s"] for r in recs[1:] if not r.get("skipped")] or [r["tokens_per_s"] for r in recs]
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return dict(recipe=recipe.name + (f" ({note})" if note else ""), steps=len(recs), tokens_per_step=statistics.median(r["n_tokens"] for r in recs),

@@ -207,7 +207,6 @@ class FilterReport:
             if cnt: lines += [f"  {title}:"] + [f"    {r:<28}{n:>8}{eg(r)}" for r, n in cnt.most_common()]
         if self.stopped_early: lines.append(f"  stopped early: {self.stopped_early}")
         return "\n".join(lines)
-
     __repr__ = __str__
 
 # %% ../nbs/01_interactions.ipynb #d8c09306
@@ -298,30 +297,31 @@ def fixture_path() -> Path:
     from importlib.resources import files
     return Path(str(files("hindsight_ref") / "fixtures" / FIXTURE_FILE))
 
-def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
-    "`(line number, record)` per non-blank line of a JSON Lines file; a line that is not JSON: `ConversationError`."
+def read_records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, object]]:
+    "`(line number, record)` per non-blank line of a JSON Lines file; a bad line: a `ConversationError` (raised if `strict`)."
     if Path(path).is_dir(): raise IsADirectoryError(f"{path} is a folder. Fix: point to a .jsonl file (one JSON record per line).")
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):   # lines end at \n only (not str.splitlines): U+2028 inside a string is safe
             try: line = raw.decode("utf-8-sig")
             except UnicodeDecodeError as e:
-                yield n, ConversationError("not_utf8", f"not UTF-8 text ({e.reason} at byte {e.start + 1} of the line). "
-                                           f"Fix: save the file as UTF-8."); continue
-            if not line.strip(): continue
-            try: yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                hint = " (a .json list: `jq -c '.[]' in.json > out.jsonl`)" if n == 1 and line.lstrip().startswith("[") else ""
-                yield n, ConversationError("invalid_json", f"not valid JSON ({e.msg} at column {e.colno}). Fix: correct the "
-                                           f"line; the file holds one JSON object per line{hint}.")
+                rec = ConversationError("not_utf8", f"not UTF-8 text ({e.reason} at byte {e.start + 1} of the line). "
+                                        f"Fix: save the file as UTF-8.")
+            else:
+                if not line.strip(): continue
+                try: rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    hint = " (a .json list: `jq -c '.[]' in.json > out.jsonl`)" if n == 1 and line.lstrip().startswith("[") else ""
+                    rec = ConversationError("invalid_json", f"not valid JSON ({e.msg} at column {e.colno}). Fix: correct the "
+                                            f"line; the file holds one JSON object per line{hint}.")
+            if strict and isinstance(rec, ConversationError): raise ConversationError(rec.reason, f"{path}:{n}: {rec}")
+            yield n, rec
 
 def load_fixture_conversations(path: str | Path | None = None) -> list[dict]:
     "The fixture conversations as raw WildChat-schema records."
     p = Path(path) if path is not None else fixture_path()
     if not p.exists():
         raise FileNotFoundError(f"No fixture file at {p}. Fix: reinstall hindsight_ref (the file is package data) or pass path=.")
-    recs = list(read_records(p))
-    for n, r in (nr for nr in recs if isinstance(nr[1], ConversationError)): raise ConversationError(r.reason, f"{p}:{n}: {r}")
-    return [r for _, r in recs]
+    return [r for _, r in read_records(p, strict=True)]
 
 def fixture_interactions(max_history: int = 5, filters: Filters = WILDCHAT_FILTERS, tags: Iterable[str] | None = None,
                          report: FilterReport | None = None) -> list[Interaction]:

@@ -4,14 +4,14 @@
 
 # %% ../nbs/09a_evaluation.ipynb #9246e6ef
 from __future__ import annotations
-import json, math, re
+import math, re
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .data import Interaction
+from .data import Interaction, read_records
 from .contexts import encode_interactions, collate, tokenize_text
 from .signal import completion_kl, eval_mode, model_device
 from .backends import TransformersChat
@@ -101,7 +101,7 @@ def kl_to_base(model, base, tok, interactions: list[Interaction], batch_size: in
 # %% ../nbs/09a_evaluation.ipynb #147e4e2c
 def heldout_texts() -> list[str]:
     "The held-out prose shipped in fixtures/heldout_text.jsonl (ten paragraphs written for this project)."
-    return [json.loads(l)["text"] for l in fixture_file("heldout_text.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+    return [r["text"] for _, r in read_records(fixture_file("heldout_text.jsonl"), strict=True)]
 
 @torch.no_grad()
 def perplexity(model, tok, texts: list[str] | None = None, max_tokens: int = 512) -> float:
@@ -158,7 +158,7 @@ def check_instructions(response: str, item: dict, loose: bool = False) -> list[b
 
 def instruction_items() -> list[dict]:
     "The instruction-following prompts shipped with the project (IFEval format)."
-    return [json.loads(l) for l in fixture_file("instruction_prompts.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+    return [r for _, r in read_records(fixture_file("instruction_prompts.jsonl"), strict=True)]
 
 def ifeval_scores(responses: list[str], items: list[dict]) -> dict:
     "Prompt- and instruction-level accuracy, strict and loose, of `responses` to `items`."

@@ -12,8 +12,7 @@ from typing import Callable
 import yaml
 
 from .models import load_model, tiny_model
-from .data import fixture_interactions, load_wildchat, load_wildfeedback
-from .data import load_interactions
+from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records
 from .train import TrainConfig, split_heldout
 from .trainers import make_trainer
 from .backends import TransformersChat
@@ -44,7 +43,7 @@ def prompt_texts(source: str = "fixtures", split: str = "train", max_chars: int 
         raw = [r["prompt"] for r in ds if "<extra_id_" not in r["prompt"] and len(r["response"]) <= 2048]
         max_chars = 2048 if max_chars is None else max_chars
     elif Path(source).suffix == ".jsonl" and Path(source).exists():
-        raw = [json.loads(l)["prompt"] for l in Path(source).read_text(encoding="utf-8").splitlines() if l.strip()]
+        raw = [r["prompt"] for _, r in read_records(source, strict=True)]
     else: raise ValueError(f"Unknown prompt source {source!r}: use fixtures, tldr, helpsteer2 or an existing .jsonl file.")
     seen, out = set(), []
     for p in raw:
@@ -132,7 +131,7 @@ def _memo_load(load: Callable | None) -> Callable:
     return f
 
 def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").split("\n") if l.strip()] if path.exists() else []   # not splitlines: U+2028
+    return [r for _, r in read_records(path, strict=True)] if path.exists() else []
 
 def _append(path: Path, rec: dict):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import load_model, tiny_model, quiet_loading
-from .data import Interaction, FilterReport, load_interactions, interaction_name
+from .data import Interaction, FilterReport, load_interactions, interaction_name, read_records
 from .contexts import encode_interaction, encode_interactions, collate, end_of_turn_id, model_max_positions
 from .signal import to_device
 from .losses import ema_update_, check_mask
@@ -321,7 +321,7 @@ class HindsightTrainer:
 def read_metrics(path) -> list[dict]:
     "The records of a run's metrics.jsonl (pass the file or the run's output_dir)."
     p = Path(path); p = p / "metrics.jsonl" if p.is_dir() else p
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    return [r for _, r in read_records(p, strict=True)]
 
 # %% ../nbs/07b_trainers.ipynb #4dca71b8
 class OnlineTrainer(HindsightTrainer):
