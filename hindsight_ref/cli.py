@@ -13,7 +13,7 @@ PROG = "hindsight-ref"
 
 # %% auto #0
 __all__ = ['PROG', 'OneLineParser', 'int_at_least', 'parse_overrides', 'make_parser', 'error_line', 'load_train_config',
-           'resume_hint', 'main']
+           'resume_hint', 'main_train', 'main']
 
 # %% ../nbs/12_cli.ipynb #30ea9687
 class OneLineParser(argparse.ArgumentParser):
@@ -31,8 +31,8 @@ def int_at_least(lo: int):
     return parse
 
 def parse_overrides(pairs) -> dict:
-    "`['lr=1e-5', 'max_steps=10']` -> `{'lr': 1e-05, 'max_steps': 10}` (values read as YAML scalars)."
-    import re, yaml
+    "`['lr=0.001', 'max_steps=10']` -> `{'lr': 0.001, 'max_steps': 10}`: values read as YAML scalars (the config types them)."
+    import yaml
     out = {}
     for p in pairs or []:
         k, sep, v = p.partition("=")
@@ -44,8 +44,6 @@ def parse_overrides(pairs) -> dict:
         except yaml.YAMLError as e:
             raise ValueError(f"override {p!r}: the value is not a YAML scalar ({getattr(e, 'problem', e)}). Fix: quote it, "
                              f"e.g. {k}='\"...\"'.") from None
-        if isinstance(val, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", val.strip()):
-            val = float(val)   # YAML 1.1 reads 1e-5 (no dot) as a string
         out[k] = val
     return out
 
@@ -106,6 +104,20 @@ def resume_hint(config, overrides=()) -> str:
     return (f"No checkpoint was saved (save_every={cfg.save_every}), so the run starts over: set save_every=N to checkpoint "
             f"every N steps, and resume an interrupted run with: {cmd}")
 
+def main_train(config_path, **overrides):
+    "Train from a YAML config (keyword `overrides` win), the user of an online run built from its spec; save and return the trainer."
+    from hindsight_ref.train import TrainConfig
+    from hindsight_ref.trainers import make_trainer
+    from hindsight_ref.simulators import make_simulator
+    cfg = TrainConfig.from_yaml(config_path, **overrides)
+    tr = make_trainer(cfg, **({"simulator": make_simulator(cfg.simulator)} if cfg.mode == "online" else {}))
+    print(f"{cfg.mode} training of {cfg.model}: {tr.n_items} items, {tr.total_steps} optimizer steps, output in {tr.out}")
+    if tr.eval_encoded: print(f"held-out hindsight KL before: {tr.evaluate():.4f}")
+    tr.train()
+    if tr.eval_encoded: print(f"held-out hindsight KL after:  {tr.evaluate():.4f}")
+    print(f"saved to {tr.save()}")
+    return tr
+
 def main(argv=None) -> int:
     "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130."
     a = make_parser().parse_args(argv)
@@ -115,7 +127,6 @@ def main(argv=None) -> int:
                      n_interactions=a.n_interactions)
         else:
             _, ov = load_train_config(a.config, a.overrides)    # the config's checks run before any model is loaded
-            from hindsight_ref.trainers import main_train
             main_train(a.config, **ov)
     except KeyboardInterrupt:
         if a.debug: traceback.print_exc()

@@ -15,7 +15,7 @@ from .data import Interaction, FilterReport, ON_BAD_RECORD, interaction_name
 __all__ = ['PLACEMENTS', 'TEMPLATES', 'DEFAULT_TEMPLATE', 'NO_TRUNCATION', 'HindsightTemplate', 'get_template',
            'register_template', 'chat_template_kwargs', 'render_chat', 'tokenize_text', 'end_of_turn_id',
            'EncodingError', 'EncodedInteraction', 'model_max_positions', 'fit_contexts', 'encode_interaction',
-           'encode_interactions', 'ContextView', 'show_contexts', 'collate', 'encoded_to_dataset',
+           'encode_interactions', 'encode_sampled', 'ContextView', 'show_contexts', 'collate', 'encoded_to_dataset',
            'encoded_from_dataset']
 
 # %% ../nbs/02_contexts.ipynb #f79b8555
@@ -281,6 +281,16 @@ def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | H
         warnings.warn(f"encode_interactions: {rep.summary()}. Pass report=FilterReport() to keep the counts.")
     return out
 
+# %% ../nbs/02_contexts.ipynb #f1297aac
+def encode_sampled(tokenizer, it: Interaction, context_ids: list[int], completion_ids: list[int],
+                   template: str | HindsightTemplate = DEFAULT_TEMPLATE, max_context_tokens: int = 2048) -> EncodedInteraction:
+    "An interaction whose y was sampled: student context and completion ids as sampled, the teacher context (x with o) rendered."
+    if not context_ids or not completion_ids: raise ValueError("encode_sampled needs the sampled context and completion ids.")
+    t = get_template(template)
+    _check_special_text(tokenizer, it)
+    _, t_ids, cuts = fit_contexts(tokenizer, t, it, max_context_tokens)
+    return EncodedInteraction(list(context_ids), t_ids, list(completion_ids), it, {**cuts, "student": 0, "completion": 0}, t.name)
+
 # %% ../nbs/02_contexts.ipynb #810227b6
 def _common_affixes(a: str, b: str) -> tuple[int, int]:
     p = 0
@@ -332,17 +342,14 @@ def show_contexts(tokenizer, it: Interaction, template: str | HindsightTemplate 
     return ContextView(s, te, p, len(te) - suf, it.y.rstrip(), t.name)
 
 # %% ../nbs/02_contexts.ipynb #01891294
-def _get(e, k):
-    return getattr(e, k) if not isinstance(e, dict) else e[k]
-
-def collate(batch: list[EncodedInteraction], pad_token_id: int, ignore_first_k: int = 0) -> dict[str, torch.Tensor]:
-    "Left-padded contexts + right-padded completions for both passes, completion columns aligned, with masks."
+def collate(batch: list[EncodedInteraction], pad_token_id: int, ignore_first_k: int = 0, device=None) -> dict[str, torch.Tensor]:
+    "Left-padded contexts + right-padded completions for both passes, completion columns aligned, with masks (on `device`)."
     if not batch: raise ValueError("collate got an empty batch.")
     if not isinstance(ignore_first_k, int) or ignore_first_k < 0:
         raise ValueError(f"ignore_first_k must be an int >= 0, got {ignore_first_k!r}.")
     if pad_token_id is None: raise ValueError("pad_token_id is None; pass tokenizer.pad_token_id (or eos_token_id).")
-    S = [list(_get(e, "student_context_ids")) for e in batch]; Tc = [list(_get(e, "teacher_context_ids")) for e in batch]
-    C = [list(_get(e, "completion_ids")) for e in batch]
+    S, Tc, C = ([list(e[k] if isinstance(e, dict) else getattr(e, k)) for e in batch]    # EncodedInteractions or dataset rows
+                for k in ("student_context_ids", "teacher_context_ids", "completion_ids"))
     for i, (s, t, c) in enumerate(zip(S, Tc, C)):
         if not s or not t or not c: raise ValueError(f"Row {i} has an empty context or completion.")
     B, Ls, Lt, T = len(batch), max(map(len, S)), max(map(len, Tc)), max(map(len, C))
@@ -361,6 +368,7 @@ def collate(batch: list[EncodedInteraction], pad_token_id: int, ignore_first_k: 
         out[f"{side}_position_ids"] = (att.cumsum(-1) - 1).clamp(min=0)
     out["completion_ids"], out["completion_mask"] = comp, tmask
     out["loss_mask"] = tmask & (torch.arange(T) >= ignore_first_k)[None, :]
+    if device is not None: out = {k: v.to(device) for k, v in out.items()}
     out["student_context_len"], out["teacher_context_len"] = Ls, Lt
     return out
 

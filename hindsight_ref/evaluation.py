@@ -13,7 +13,8 @@ import torch
 
 from .data import Interaction, read_records
 from .contexts import encode_interactions, collate, tokenize_text
-from .signal import completion_kl, eval_mode, model_device
+from .models import eval_mode, model_device
+from .signal import completion_kl
 from .backends import TransformersChat
 from .simulators import fixture_file
 

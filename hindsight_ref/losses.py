@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .signal import kl_divergence, head_logits   # shared with the derivation in 03
+from .signal import kl_divergence, head_logits, token_advantage   # shared with the derivation in 03
 
 # %% auto #0
 __all__ = ['AllMaskedError', 'check_mask', 'reduce_tokens', 'drop_first_k', 'masked_advantage', 'sampled_token_loss',
            'reverse_kl', 'forward_kl', 'generalized_jsd', 'topk_logprobs', 'distill_loss', 'chunked_distill_loss',
-           'ema_update_', 'ref_kl_penalty', 'sft_loss']
+           'ema_update_', 'sft_loss']
 
 # %% ../nbs/05_losses.ipynb #573a7f21
 class AllMaskedError(ValueError):
@@ -58,9 +58,10 @@ def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:
 # %% ../nbs/05_losses.ipynb #babb3378
 def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mask: torch.Tensor,
                      center: bool = False, clip: float | None = None) -> torch.Tensor:
-    "Detached A_i [B, T], zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
+    "Detached A_i [B, T] (Eq. 1, float32 or wider), zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
     mask = mask.bool()
-    A = (logp_teacher.float() - logp_student.float()).detach()
+    dt = torch.promote_types(torch.promote_types(logp_teacher.dtype, logp_student.dtype), torch.float32)
+    A = token_advantage(logp_teacher.to(dt), logp_student.to(dt))
     A = torch.where(mask, A, torch.zeros_like(A))
     if clip is not None:
         if clip <= 0: raise ValueError(f"clip must be positive (or None for no clipping), got {clip}")
@@ -161,13 +162,6 @@ def ema_update_(teacher: torch.nn.Module, student: torch.nn.Module, rate: float)
         raise ValueError("teacher and student have different parameters: build the teacher with copy.deepcopy(student)")
     for n, p in tp.items(): p.lerp_(sp[n].to(p.dtype), rate)
     return teacher
-
-# %% ../nbs/05_losses.ipynb #25a3bee4
-def ref_kl_penalty(student_logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, beta: float,
-                   reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
-    "beta * KL(student || reference) per token, reduced like the loss it is added to (the anchor to the base model)."
-    if beta < 0: raise ValueError(f"The anchor's coefficient beta (ref_kl) must be >= 0, got {beta}.")
-    return beta * distill_loss(student_logits, ref_logits, mask, alpha=1.0, reduction=reduction, length_norm=length_norm)
 
 # %% ../nbs/05_losses.ipynb #cffcecf8
 def sft_loss(logp_student: torch.Tensor, mask: torch.Tensor, ignore_first_k: int = 0, reduction: str = "seq_mean",

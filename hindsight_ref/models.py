@@ -16,8 +16,8 @@ from transformers.utils import logging as hf_logging
 # %% auto #0
 __all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
            'build_once', 'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer',
-           'default_device', 'load_model', 'tiny_model', 'Architecture', 'architecture_tokenizer',
-           'architecture_config', 'random_model']
+           'default_device', 'load_model', 'model_device', 'to_device', 'eval_mode', 'tiny_model', 'Architecture',
+           'architecture_tokenizer', 'architecture_config', 'random_model']
 
 # %% ../nbs/00_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -217,6 +217,24 @@ def load_model(name_or_path=DEFAULT_MODEL, dtype: torch.dtype | str = torch.floa
     model.to(device or default_device()).eval()
     if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+# %% ../nbs/00_models.ipynb #54949325
+def model_device(model) -> torch.device:
+    "The device of the model's first parameter."
+    return next(model.parameters()).device
+
+def to_device(batch: dict, device) -> dict:
+    "Every tensor of a collated batch moved to `device` (0-d tensors and plain values stay)."
+    return {k: (v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
+
+@contextlib.contextmanager
+def eval_mode(model):
+    "Dropout off inside the block; every submodule's train/eval mode is restored afterwards."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, was in modes: m.training = was
 
 # %% ../nbs/00_models.ipynb #89ab1f6d
 def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int = 0, tokenizer=None,

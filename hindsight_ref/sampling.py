@@ -4,16 +4,17 @@
 
 # %% ../nbs/06_sampling.ipynb #d68426e6
 from __future__ import annotations
-import inspect, math, warnings, weakref
+import contextlib, inspect, math, warnings, weakref
 from dataclasses import dataclass, field
 
 import torch
 
-from .contexts import end_of_turn_id, get_template, render_chat, tokenize_text
-from .signal import eval_mode, model_device
+from .models import eval_mode, model_device
+from .data import Interaction
+from .contexts import EncodedInteraction, encode_sampled, end_of_turn_id, get_template, render_chat, tokenize_text
 
 # %% auto #0
-__all__ = ['sampling_logprobs', 'sample_next', 'Samples', 'sample_completions']
+__all__ = ['sampling_logprobs', 'sample_next', 'Samples', 'sample_completions', 'ask_user', 'sample_interactions']
 
 # %% ../nbs/06_sampling.ipynb #7be22c66
 def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None) -> torch.Tensor:
@@ -202,3 +203,28 @@ def sample_completions(model, tok, xs: list[list[dict]], template="paper", max_c
             k = len(chunk)
             out.completion_ids += comps[:k]; out.finished += fin[:k]; out.logprobs += lq[:k]; out.policy_logprobs += lp[:k]
     return out
+
+# %% ../nbs/06_sampling.ipynb #5cb5b8af
+def ask_user(user, xs: list, ys: list[str]) -> list[str]:
+    "The user's follow-ups o to the completions `ys` of `xs` (`user.many(xs, ys)` when it has one), each a non-empty string."
+    os_ = user.many(xs, ys) if hasattr(user, "many") else [user(x, y) for x, y in zip(xs, ys)]
+    for o in os_:
+        if not isinstance(o, str) or not o.strip():
+            raise ValueError(f"The user simulator returned {o!r}; it must return the follow-up message as a non-empty string.")
+    return list(os_)
+
+def sample_interactions(model, tok, xs: list[list[dict]], user, template="paper", max_context_tokens: int = 2048,
+                        max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0, *, top_k: int | None = None,
+                        eot_id: int | None = None, fast: bool = False, batch_size: int | None = None,
+                        metas: list[dict] | None = None, autocast=contextlib.nullcontext) -> tuple[list[EncodedInteraction], list[int]]:
+    "Sample y for each x, ask `user` for o, encode around the sampled ids: (encoded interactions, positions in xs kept)."
+    eot = end_of_turn_id(tok) if eot_id is None else int(eot_id)
+    with autocast():                                                        # the policy's precision; the user answers outside
+        smp = sample_completions(model, tok, xs, template, max_context_tokens, max_new_tokens, temperature, top_p, top_k=top_k,
+                                 eot_id=eot, fast=fast, batch_size=batch_size)
+    ys = [tok.decode([t for t in c if t != eot], skip_special_tokens=True).strip() for c in smp.completion_ids]   # for the user
+    keep = [k for k, y in enumerate(ys) if y]                               # an empty y has nothing to answer
+    os_ = ask_user(user, [xs[k] for k in keep], [ys[k] for k in keep]) if keep else []
+    its = [Interaction(x=xs[k], y=ys[k], o=o, meta=metas[k] if metas else None) for k, o in zip(keep, os_)]
+    return [encode_sampled(tok, it, smp.context_ids[k], smp.completion_ids[k], template, max_context_tokens)
+            for k, it in zip(keep, its)], keep

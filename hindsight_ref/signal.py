@@ -4,18 +4,22 @@
 
 # %% ../nbs/03_signal.ipynb #c8e32428
 from __future__ import annotations
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from .models import eval_mode, load_model, model_device, to_device
+from .data import Interaction
+from .contexts import encode_interactions, collate, get_template
 
 # %% auto #0
-__all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'hindsight_kl', 'naive_completion_logprobs', 'eval_mode',
-           'completion_hidden', 'head_logits', 'selective_logprobs', 'completion_logprobs', 'to_device', 'model_device',
-           'batch_logprobs', 'batch_hidden', 'score_batch', 'completion_kl', 'interaction_kl', 'Signal',
-           'token_strings', 'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
+__all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'naive_completion_logprobs', 'completion_hidden',
+           'head_logits', 'selective_logprobs', 'completion_logprobs', 'batch_logprobs', 'batch_hidden',
+           'hindsight_hidden', 'score_batch', 'completion_kl', 'interaction_kl', 'Signal', 'token_strings',
+           'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
 
 # %% ../nbs/03_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
@@ -33,9 +37,7 @@ def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     logp, logq = logp.to(dt), logq.to(dt)
     return (logp.exp() * (logp - logq)).sum(-1)
 
-def hindsight_kl(logp_student_full: torch.Tensor, logp_teacher_full: torch.Tensor) -> torch.Tensor:
-    "Per-position reverse KL(pi(.|x,y<i) || pi(.|x,o,y<i)) of Eq. 2: student first, teacher detached. [..., V] -> [...]"
-    return kl_divergence(logp_student_full, logp_teacher_full.detach())
+
 
 # %% ../nbs/03_signal.ipynb #fef03e06
 def naive_completion_logprobs(model, input_ids, attention_mask, completion_ids, context_len, position_ids=None) -> torch.Tensor:
@@ -47,15 +49,6 @@ def naive_completion_logprobs(model, input_ids, attention_mask, completion_ids, 
     return logp.gather(-1, completion_ids[..., None])[..., 0] * attention_mask[:, L:L + T]
 
 # %% ../nbs/03_signal.ipynb #49e38f10
-@contextmanager
-def eval_mode(model):
-    "Dropout off inside the block; every submodule's train/eval mode is restored afterwards."
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try: yield model
-    finally:
-        for m, was in modes: m.training = was
-
 def _decoder(model):
     "The decoder stack of a causal LM (everything but the LM head)."
     dec = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -134,14 +127,6 @@ def completion_logprobs(model, input_ids, attention_mask, completion_ids, contex
     return selective_logprobs(_lm_head(model), h, completion_ids, attention_mask[:, L:].bool(), chunk_size, softcap)
 
 # %% ../nbs/03_signal.ipynb #d75bfe53
-def to_device(batch: dict, device) -> dict:
-    "Every tensor of a collated batch moved to `device` (0-d tensors and plain values stay)."
-    return {k: (v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
-
-def model_device(model):
-    "The device of the model's first parameter."
-    return next(model.parameters()).device
-
 def batch_logprobs(model, batch, side, chunk_size: int = 256):
     "`completion_logprobs` of a collated batch under the `side` context ('student': x, 'teacher': x with o)."
     L = int(batch[f"{side}_context_len"])
@@ -153,20 +138,31 @@ def batch_hidden(model, batch, side) -> torch.Tensor:
     return completion_hidden(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], int(batch[f"{side}_context_len"]),
                              batch["completion_ids"].shape[1], batch.get(f"{side}_position_ids"))
 
+def hindsight_hidden(model, batch: dict, teacher=None, sides=("student", "teacher")):
+    "Both passes over a collated batch: states [B, T, H] predicting y under x (with grad) and under x with o (no grad)."
+    s_side, t_side = sides                           # a side of None skips its pass (its states are None)
+    with torch.no_grad():                           # the teacher: the live model (stop-gradient) or a given copy
+        h_teacher = None if t_side is None else batch_hidden(model if teacher is None else teacher, batch, t_side)
+    h_student = None if s_side is None else batch_hidden(model, batch, s_side)
+    return h_student, h_teacher
+
 def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
     "Student and teacher log-probs of a collated batch and A = teacher - student: [B, T] each, 0 outside `completion_mask`."
     need = {"student_input_ids", "student_attention_mask", "teacher_input_ids", "teacher_attention_mask", "completion_ids",
             "student_context_len", "teacher_context_len"}
     if missing := need - set(batch): raise KeyError(f"score_batch needs a batch from hindsight_ref.contexts.collate; missing {sorted(missing)}.")
     batch = to_device(batch, model_device(model))
-    L = int(batch["student_context_len"])
+    for side in ("student", "teacher"):
+        _check_layout(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch["completion_ids"], batch[f"{side}_context_len"])
+    L, ids = int(batch["student_context_len"]), batch["completion_ids"]
     mask = batch.get("completion_mask")
     mask = batch["student_attention_mask"][:, L:].bool() if mask is None else mask.bool()
+    head, cap = _lm_head(model), getattr(model.config, "final_logit_softcapping", None)
     with eval_mode(model):
-        with torch.inference_mode(): lt = batch_logprobs(model, batch, "teacher", chunk_size)
-        lt = lt.clone()                                           # an ordinary tensor, usable next to autograd ones
-        ls = batch_logprobs(model, batch, "student", chunk_size)
-    return {"logp_student": ls * mask, "logp_teacher": lt * mask, "advantage": token_advantage(lt, ls) * mask}
+        h_s, h_t = hindsight_hidden(model, batch)
+        with torch.no_grad(): lt = selective_logprobs(head, h_t, ids, mask, chunk_size, cap)
+        ls = selective_logprobs(head, h_s, ids, mask, chunk_size, cap)
+    return {"logp_student": ls, "logp_teacher": lt, "advantage": token_advantage(lt, ls) * mask}
 
 # %% ../nbs/03_signal.ipynb #7703a78f
 @torch.no_grad()
@@ -177,7 +173,7 @@ def completion_kl(p_model, batch: dict, q_model=None, p_side: str = "student", q
     batch = to_device(batch, model_device(p_model))
     mask = batch["completion_mask"].bool()
     with eval_mode(p_model), eval_mode(q_model):
-        h_p, h_q = batch_hidden(p_model, batch, p_side)[mask], batch_hidden(q_model, batch, q_side)[mask]
+        h_p, h_q = (h[mask] for h in hindsight_hidden(p_model, batch, q_model, sides=(p_side, q_side)))
         cap_p, cap_q = (getattr(m.config, "final_logit_softcapping", None) for m in (p_model, q_model))
         kl = [kl_divergence(head_logits(_lm_head(p_model), h_p[s:s + chunk_size], cap_p).log_softmax(-1),
                             head_logits(_lm_head(q_model), h_q[s:s + chunk_size], cap_q).log_softmax(-1))
@@ -197,9 +193,6 @@ def interaction_kl(p_model, encoded: list, pad_token_id: int, q_model=None, p_si
     return out
 
 # %% ../nbs/03_signal.ipynb #60a0478a
-from .data import Interaction
-from .contexts import encode_interactions, collate, get_template
-
 @dataclass
 class Signal:
     "The hindsight signal of one interaction: per completion token, log p under x and under (x, o), and A (Eq. 1)."
@@ -275,7 +268,6 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
     "Score each completion under x (student) and under the hindsight context (x, o) (teacher): one `Signal` each."
     # `student`: Signals of the same interactions (same x and y, any template or follow-up) whose student
     # log-probs are reused, so that only the teacher pass runs (the student context does not depend on o).
-    from tqdm.auto import tqdm
     if isinstance(interactions, Interaction): interactions = [interactions]
     interactions = list(interactions)
     for i, it in enumerate(interactions):
@@ -305,16 +297,15 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
     with eval_mode(model), torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            b = to_device(collate([encs[i] for i in idx], pad_token_id=tokenizer.pad_token_id), dev)
+            b = collate([encs[i] for i in idx], pad_token_id=tokenizer.pad_token_id, device=dev)
             mask = b["completion_mask"]
-            sides = ("teacher",) if student is not None else ("student", "teacher")
-            h = {side: batch_hidden(model, b, side) for side in sides}
-            if student is None: ls = selective_logprobs(head, h["student"], b["completion_ids"], mask, chunk_size, softcap)
+            h_s, h_t = hindsight_hidden(model, b, sides=("student" if student is None else None, "teacher"))
+            if student is None: ls = selective_logprobs(head, h_s, b["completion_ids"], mask, chunk_size, softcap)
             else:
                 ls = torch.zeros(mask.shape, device=dev)
                 for r, i in enumerate(idx): ls[r, :len(encs[i].completion_ids)] = student[i].logp_student.to(dev)
-            lt = selective_logprobs(head, h["teacher"], b["completion_ids"], mask, chunk_size, softcap)
-            top = _topk_alternatives(head, h["student"], h["teacher"], mask, top_k, topk_by, chunk_size, softcap) if top_k else None
+            lt = selective_logprobs(head, h_t, b["completion_ids"], mask, chunk_size, softcap)
+            top = _topk_alternatives(head, h_s, h_t, mask, top_k, topk_by, chunk_size, softcap) if top_k else None
             for r, i in enumerate(idx):
                 n, ids = len(encs[i].completion_ids), list(encs[i].completion_ids)
                 out[i] = Signal(interactions[i], tpl.name, ids, token_strings(tokenizer, ids),
@@ -350,8 +341,6 @@ def separation(model, tokenizer, interactions, controls, templates=("paper",), b
 def separation_ladder(model_ids, interactions, controls, templates=("paper",), load=None, batch_size: int = 8,
                       progress: bool = True, **load_kw) -> list[dict]:
     "`separation` for each model of `model_ids` (loaded one at a time, default `models.load_model`), with its size."
-    from tqdm.auto import tqdm
-    from hindsight_ref.models import load_model
     load, rows = load or load_model, []
     for mid in tqdm(list(model_ids), desc="models", disable=not progress):
         model, tok = load(mid, **load_kw)
