@@ -23,7 +23,8 @@ import torch
 from hindsight_ref.contexts import collate, encode_interactions
 from hindsight_ref.data import fixture_interactions
 from hindsight_ref.models import load_model
-from hindsight_ref.signal import eval_mode, naive_completion_logprobs, score_batch
+from hindsight_ref.models import eval_mode
+from hindsight_ref.signal import naive_completion_logprobs, score_batch
 
 
 def batches(tok, its, template, batch_size):

@@ -11,8 +11,8 @@ Rows, each on a fresh model with the same seed, the same batch and AdamW:
   tokens; full: reverse KL over the vocabulary per position).
 - reference: hindsight_ref's reference step (`train.hindsight_loss`: decoder states sliced to the completion, LM head +
   log-softmax in recomputed chunks).
-- speed / memory: `fused.configure_step(model, mode)` + `fused.fused_hindsight_terms` (fused LM head + loss; speed:
-  decoder layers compiled on CUDA; memory: also activation-checkpointed).
+- speed / memory: `train.hindsight_loss(..., fused=True)` after `train.configure_step` (step_mode: fused, the fused LM head
+  + loss; speed: decoder layers compiled on CUDA; memory: also activation_checkpointing: full).
 - rollouts: `model.generate` (greedy, default dynamic cache) against `sampling.sample_completions` plain and fast
   (static cache + compiled decode step on CUDA).
 
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from hindsight_ref.models import random_model
-from hindsight_ref.fused import configure_step, fused_hindsight_terms
+from hindsight_ref.models import eval_mode, random_model
 from hindsight_ref.losses import reduce_tokens
-from hindsight_ref.signal import completion_logprobs, eval_mode
+from hindsight_ref.signal import completion_logprobs
+from hindsight_ref.train import configure_step, hindsight_loss
 
 GPU = dict(arch="qwen3-0.6b", toy=False, batch=8, prompt=256, hindsight=256, completion=1024, dtype="bfloat16", repeats=3,
            warmup=2, chunk=1024, chunk_memory=256, rollout_batch=64, rollout_prompt=128, rollout_new=256, verify_batch=2,
@@ -84,13 +84,17 @@ def naive_loss(model, b, loss):
 
 
 def reference_loss(model, b, loss, chunk):
-    from hindsight_ref.train import TrainConfig, hindsight_loss
-    per_seq, _ = hindsight_loss(model, b, TrainConfig(model="bench", loss=loss, chunk_size=chunk))
-    return per_seq.mean()
+    return hindsight_loss(model, b, loss=loss, chunk_size=chunk).loss.mean()
 
 
 def fast_loss(model, b, loss, chunk):
-    return fused_hindsight_terms(model, b, loss, chunk_size=chunk).loss.mean()
+    return hindsight_loss(model, b, loss=loss, chunk_size=chunk, fused=True).loss.mean()
+
+
+def setup(model, mode, compile=None):
+    "The model as the row's mode runs it: speed = step_mode fused; memory = fused + activation_checkpointing full."
+    return configure_step(model, "fused" if mode in ("speed", "memory") else "reference",
+                          "full" if mode == "memory" else None, compile=compile)
 
 
 # ---- measuring ------------------------------------------------------------------------------------------------------------
@@ -206,12 +210,12 @@ def prepare(a, dev, dtype, loss, mode, batch, vbatch):
     r, fn = dict(kind="step", loss=loss, mode=mode), loss_fn(loss, mode, chunk_of(a, mode))
     if mode != "naive" and dtype != torch.float32:          # the float32 check on a small batch, no compilation
         m, _ = build(a, dev, torch.float32, reads_context=True)
-        configure_step(m, mode if mode in ("speed", "memory") else "reference", compile=False)
+        setup(m, mode, compile=False)
         r["err32"] = errors(first_step(m, fn, vbatch), naive_ref(a, dev, loss, torch.float32, vbatch, "verify"))
         del m; gc.collect()
         if max(r["err32"]) > 1e-5: raise AssertionError(f"float32 check failed: relative errors {r['err32']}")
     model, _ = build(a, dev, dtype, reads_context=True)     # the weights do not change the speed; this init reads context
-    configure_step(model, mode if mode in ("speed", "memory") else "reference")
+    setup(model, mode)
     t0 = time.perf_counter()
     if mode == "naive": naive_ref(a, dev, loss, dtype, batch, "timed", model); got = None
     else:

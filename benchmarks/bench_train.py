@@ -26,8 +26,8 @@ def run(recipe, folder, out, dev, overrides: dict):
     ov = dict(model=str(folder), output_dir=str(out), device=dev, **overrides)
     t0, note = time.time(), ""
     if cli_main(["train", str(recipe), *(f"{k}={v}" for k, v in ov.items())]):
-        from hindsight_ref.trainers import main_train
-        note = "`hindsight-ref train` failed (its one-line error is in the log); trained through trainers.main_train"
+        from hindsight_ref.cli import main_train
+        note = "`hindsight-ref train` failed (its one-line error is in the log); trained through cli.main_train"
         main_train(recipe, **ov)
     wall = time.time() - t0
     from hindsight_ref.trainers import read_metrics

@@ -45,7 +45,7 @@ def reduce_tokens(per_token: torch.Tensor, mask: torch.Tensor, reduction: str = 
     n_tok = mask.sum(-1)
     per_seq = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(-1)
     if length_norm: per_seq = per_seq / n_tok.clamp(min=1)
-    return _reduce_sequences(per_seq, n_tok, reduction)
+    return per_seq if reduction == "none" else _reduce_sequences(per_seq, n_tok, reduction)
 
 # %% ../nbs/05_losses.ipynb #c33321df
 def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:

