@@ -170,7 +170,8 @@ def tiny_batch(tok):
 
 
 @pytest.mark.parametrize("kw", [dict(loss="sampled_token"), dict(loss="sampled_token", center=True, clip=2.0),
-                                dict(loss="full"), dict(loss="full", alpha=0.0), dict(loss="sampled_token", length_norm=False)])
+                                dict(loss="full"), dict(loss="full", alpha=0.0), dict(loss="full", center=True, clip=1.0),
+                                dict(loss="sampled_token", length_norm=False)])
 def test_fused_choice_matches_the_reference_choice(tiny_batch, kw):
     "hindsight_loss(fused=True) against fused=False: per-sequence loss, every parameter's gradient, A and both log-probs."
     from hindsight_ref.train import hindsight_loss
