@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from .data import read_records, write_records
 from .models import load_model
 from .sampling import sample_completions
 
@@ -93,22 +94,18 @@ class OpenAIChat:
 
 # %% ../nbs/08a_backends.ipynb #ff4161cd
 class ChatCache:
-    "Completions recorded in a JSONL file (or in memory when `path` is None), looked up by key."
+    "Completions recorded in a JSONL file (or in memory when `path` is None), looked up by key; the file is only appended to."
     def __init__(self, path=None):
         self.path, self.data = (Path(path) if path is not None else None), {}
         if self.path is None or not self.path.exists(): return
-        text = self.path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):   # an interrupted write: drop the partial last line from the file
-            keep = text[:text.rfind("\n") + 1]
-            warnings.warn(f"{self.path}: the last line is cut off (an interrupted write); it is removed and will be recomputed.")
-            with open(self.path, "r+", encoding="utf-8") as f: f.truncate(len(keep.encode("utf-8")))
-            text = keep
-        for n, line in enumerate(text.split("\n"), 1):   # not splitlines: model text may hold U+2028
-            if not line.strip(): continue
-            try: rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{self.path}:{n} is not valid JSON ({e}); the recording is damaged. Delete that line.") from e
-            self.data[rec["key"]] = rec["text"]
+        bad = []
+        for n, rec in read_records(self.path):
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("text"), str): self.data[rec["key"]] = rec["text"]
+            else: bad.append(n)
+        if bad:   # a line cut off by an interrupted write (or another process writing right now): left as it is
+            warnings.warn(f"{self.path}: {len(bad)} line(s) are not complete answer records (line {', '.join(map(str, bad[:5]))}): "
+                          f"cut off by an interrupted write, or being written by another process. They are skipped (the file "
+                          f"is not changed) and their answers recomputed if needed.")
 
     @staticmethod
     def key(backend_id: str, messages: list[dict], settings: dict) -> str:
@@ -123,10 +120,7 @@ class ChatCache:
     def put(self, key: str, text: str, **record):
         "Record `text` under `key` (appended to the file and synced, with the readable fields of `record`)."
         self.data[key] = text
-        if self.path is None: return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "text": text, **record}, ensure_ascii=False) + "\n"); f.flush(); os.fsync(f.fileno())
+        if self.path is not None: write_records(self.path, {"key": key, "text": text, **record}, sync=True)
 
 class CachedChat:
     "A backend whose answers are recorded in a `ChatCache` and replayed; `backend=None` replays only."

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
-from .data import Interaction, FilterReport, ON_BAD_RECORD, interaction_name
+from .data import ConversationError, Interaction, FilterReport, ON_BAD_RECORD, interaction_name
 
 # %% auto #0
 __all__ = ['PLACEMENTS', 'TEMPLATES', 'DEFAULT_TEMPLATE', 'NO_TRUNCATION', 'HindsightTemplate', 'get_template',
            'register_template', 'chat_template_kwargs', 'render_chat', 'tokenize_text', 'end_of_turn_id',
-           'EncodingError', 'EncodedInteraction', 'model_max_positions', 'fit_contexts', 'encode_interaction',
-           'encode_interactions', 'encode_sampled', 'ContextView', 'show_contexts', 'collate', 'encoded_to_dataset',
-           'encoded_from_dataset']
+           'EncodedInteraction', 'model_max_positions', 'fit_contexts', 'encode_interaction', 'encode_interactions',
+           'encode_sampled', 'ContextView', 'show_contexts', 'collate', 'encoded_to_dataset', 'encoded_from_dataset',
+           'to_prompt_completion', 'from_prompt_completion']
 
 # %% ../nbs/02_contexts.ipynb #f79b8555
 PLACEMENTS = ("user", "turns")
@@ -144,11 +144,6 @@ def end_of_turn_id(tokenizer) -> int:
 # %% ../nbs/02_contexts.ipynb #23127d5a
 NO_TRUNCATION = {"student": 0, "teacher": 0, "completion": 0, "history_messages": 0}
 
-class EncodingError(ValueError):
-    "An interaction cannot be encoded as asked; `reason` is a short key (as counted when skipping)."
-    def __init__(self, reason: str, message: str):
-        super().__init__(message); self.reason = reason
-
 @dataclass
 class EncodedInteraction:
     "Token ids of one interaction: student context, teacher context and the completion ids both share."
@@ -185,7 +180,7 @@ def _check_special_text(tokenizer, it: Interaction):
     for s in _special_strings(tokenizer):
         for where, t in texts:
             if s in t:
-                raise EncodingError("special_token_in_text", f"{interaction_name(it)}: the {where} text contains the "
+                raise ConversationError("special_token_in_text", f"{interaction_name(it)}: the {where} text contains the "
                                     f"special-token string {s!r}, which would be tokenized as a control token and break the "
                                     f"chat structure. Fix: remove or escape it in the data (e.g. '<|' -> '< |'), {_SKIP_FIX}.")
 
@@ -215,11 +210,11 @@ def fit_contexts(tokenizer, t: HindsightTemplate, it: Interaction, limit: int, t
         return s, te, {"student": full[0] - len(s), "teacher": full[1] - len(te), "history_messages": dropped}
     side = "teacher" if len(te) >= len(s) else "student"
     if truncation_side == "error":
-        raise EncodingError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more "
+        raise ConversationError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more "
                             f"than max_context_tokens={limit}, and truncation_side='error'. Fix: raise max_context_tokens to "
                             f"at least {max(full)}, or use truncation_side='left' to drop older history, {_SKIP_FIX}.")
     kept = (f"still {max(len(s), len(te))} after dropping all older history" if dropped else "x has no older history to drop")
-    raise EncodingError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more than "
+    raise ConversationError("context_too_long", f"{interaction_name(it)}: the {side} context has {max(full)} tokens, more than "
                         f"max_context_tokens={limit} ({kept}; the system message, the question, i.e. the last user message "
                         f"of x, and the hindsight block are never cut). Fix: raise max_context_tokens to at least "
                         f"{max(len(s), len(te))}, shorten the question or the follow-up, {_SKIP_FIX}.")
@@ -244,14 +239,14 @@ def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemp
     cut_c = 0
     if len(c_ids) > max_completion_tokens:
         if not truncate_completion:
-            raise EncodingError("completion_too_long", f"{interaction_name(it)}: the completion has {len(c_ids)} tokens (with "
+            raise ConversationError("completion_too_long", f"{interaction_name(it)}: the completion has {len(c_ids)} tokens (with "
                                 f"end-of-turn), more than max_completion_tokens={max_completion_tokens}. Fix: raise "
                                 f"max_completion_tokens, set truncate_completion=True to keep its first tokens, {_SKIP_FIX}.")
         cut_c = len(c_ids) - max_completion_tokens; c_ids = c_ids[:max_completion_tokens]
     s_ids, t_ids, cuts = fit_contexts(tokenizer, t, it, max_context_tokens, truncation_side)
     longest = max(len(s_ids), len(t_ids)) + len(c_ids)
     if max_positions is not None and longest > max_positions:
-        raise EncodingError("longer_than_model", f"{interaction_name(it)}: context and completion take {longest} tokens, more "
+        raise ConversationError("longer_than_model", f"{interaction_name(it)}: context and completion take {longest} tokens, more "
                             f"than the model's {max_positions} positions (max_position_embeddings). Fix: lower "
                             f"max_context_tokens + max_completion_tokens to at most {max_positions} (truncate_completion=True "
                             f"keeps the first tokens of long completions), {_SKIP_FIX}.")
@@ -270,7 +265,7 @@ def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | H
     for i, it in enumerate(its):
         rep.seen += 1
         try: e = encode_interaction(tokenizer, it, template, eot_id=eot, **kw)
-        except EncodingError as err:
+        except ConversationError as err:
             if on_bad_record == "stop": raise
             rep.skip(err.reason, interaction_name(it, i)); continue
         rep.kept += 1; rep.interactions += 1
@@ -397,3 +392,20 @@ def encoded_from_dataset(ds) -> list[EncodedInteraction]:
                                       it, {**NO_TRUNCATION, **json.loads(r["truncated"])} if r.get("truncated") else dict(NO_TRUNCATION),
                                       r.get("template") or DEFAULT_TEMPLATE))
     return out
+
+# %% ../nbs/02_contexts.ipynb #8286fe3b
+def to_prompt_completion(interactions: Iterable[Interaction]):
+    "A `datasets.Dataset` in TRL's conversational prompt/completion format, with the follow-up in column `o`."
+    import datasets
+    its = list(interactions)
+    if not its: raise ValueError("to_prompt_completion got no interactions.")
+    return datasets.Dataset.from_dict({"prompt": [[dict(m) for m in it.x] for it in its],
+                                       "completion": [[{"role": "assistant", "content": it.y}] for it in its],
+                                       "o": [it.o for it in its], "meta": [json.dumps(it.meta, ensure_ascii=False) for it in its]})
+
+def from_prompt_completion(ds) -> list[Interaction]:
+    "Interactions back from a prompt/completion data set with an `o` column."
+    missing = {"prompt", "completion", "o"} - set(ds.column_names)
+    if missing: raise ValueError(f"The data set lacks columns {sorted(missing)}; it needs 'prompt', 'completion' and 'o'.")
+    return [Interaction(x=[{"role": m["role"], "content": m["content"]} for m in r["prompt"]], y=r["completion"][-1]["content"],
+                        o=r["o"], meta=json.loads(r["meta"]) if r.get("meta") else {}) for r in ds]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_interactions.ipynb #6f19b625
 from __future__ import annotations
-import json, warnings
+import json, os, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +15,14 @@ __all__ = ['ROLES', 'ROLE_MAP', 'CONVERSATION_KEYS', 'RECORD_META_KEYS', 'WILDCH
            'FIXTURE_FILE', 'APPROVAL_FOLLOWUP', 'CONTROL_KINDS', 'ON_BAD_RECORD', 'ConversationError', 'Interaction',
            'interaction_name', 'resolve_role_map', 'normalize_message', 'conversation_messages', 'normalize_messages',
            'validate_messages', 'interactions_from_conversation', 'FilterReport', 'Filters', 'clean_conversation',
-           'filter_interactions', 'fixture_path', 'read_records', 'load_fixture_conversations', 'fixture_interactions',
-           'control_interactions', 'load_wildchat', 'load_wildfeedback', 'load_interactions', 'to_prompt_completion',
-           'from_prompt_completion']
+           'filter_interactions', 'fixture_file', 'read_records', 'write_records', 'load_fixture_conversations',
+           'fixture_interactions', 'control_interactions', 'load_wildchat', 'load_wildfeedback', 'load_interactions']
 
 # %% ../nbs/01_interactions.ipynb #f622c963
 ROLES = ("system", "user", "assistant")
 
 class ConversationError(ValueError):
-    "A record cannot be turned into interactions; `reason` is a short key (as counted in a FilterReport)."
+    "A record cannot be read, turned into interactions or encoded as asked; `reason` is a short key (counted in a FilterReport)."
     def __init__(self, reason: str, message: str):
         super().__init__(message); self.reason = reason
 
@@ -292,10 +291,10 @@ def filter_interactions(records: Iterable, filters: Filters = WILDCHAT_FILTERS, 
 # %% ../nbs/01_interactions.ipynb #0f567a99
 FIXTURE_FILE = "wildchat_fixture.jsonl"
 
-def fixture_path() -> Path:
-    "Path of the shipped fixture set (WildChat schema, JSONL), package data of `hindsight_ref`."
+def fixture_file(name: str = FIXTURE_FILE) -> Path:
+    "Path of a file or folder shipped in `hindsight_ref/fixtures` (package data); default: the fixture conversations."
     from importlib.resources import files
-    return Path(str(files("hindsight_ref") / "fixtures" / FIXTURE_FILE))
+    return Path(str(files("hindsight_ref") / "fixtures" / name))
 
 def read_records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, object]]:
     "`(line number, record)` per non-blank line of a JSON Lines file; a bad line: a `ConversationError` (raised if `strict`)."
@@ -316,9 +315,24 @@ def read_records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, 
             if strict and isinstance(rec, ConversationError): raise ConversationError(rec.reason, f"{path}:{n}: {rec}")
             yield n, rec
 
+def write_records(path: str | Path, records, append: bool = True, sync: bool = False) -> Path:
+    "JSON records (a dict or an iterable of them) one per line, UTF-8: appended in one write, or the file replaced atomically."
+    target = Path(path); target.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ([records] if isinstance(records, dict) else records)).encode()
+    p = target if append else target.with_name(f".{target.name}.{os.getpid()}.tmp")   # replace: readers see old or new, not half
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
+    try:                                          # O_APPEND, one write: appends of other processes never interleave with it
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n": data = b"\n" + data   # a last line without its newline stays its own line
+        while data: data = data[os.write(fd, data):]
+        if sync: os.fsync(fd)
+    finally: os.close(fd)
+    if p != target: os.replace(p, target)
+    return target
+
 def load_fixture_conversations(path: str | Path | None = None) -> list[dict]:
     "The fixture conversations as raw WildChat-schema records."
-    p = Path(path) if path is not None else fixture_path()
+    p = Path(path) if path is not None else fixture_file()
     if not p.exists():
         raise FileNotFoundError(f"No fixture file at {p}. Fix: reinstall hindsight_ref (the file is package data) or pass path=.")
     return [r for _, r in read_records(p, strict=True)]
@@ -431,20 +445,3 @@ def load_interactions(data: str | Path = "fixtures", max_history: int = 5, on_ba
         warnings.warn(f"load_interactions skipped {rep.n_skipped} of {rep.seen} records: {rep.summary()}; e.g. "
                       + "; ".join(f"{r} at {w[0]}" for r, w in rep.examples.items()) + ". Pass report=FilterReport() to keep the counts.")
     return out
-
-# %% ../nbs/01_interactions.ipynb #8286fe3b
-def to_prompt_completion(interactions: Iterable[Interaction]):
-    "A `datasets.Dataset` in TRL's conversational prompt/completion format, with the follow-up in column `o`."
-    import datasets
-    its = list(interactions)
-    if not its: raise ValueError("to_prompt_completion got no interactions.")
-    return datasets.Dataset.from_dict({"prompt": [[dict(m) for m in it.x] for it in its],
-                                       "completion": [[{"role": "assistant", "content": it.y}] for it in its],
-                                       "o": [it.o for it in its], "meta": [json.dumps(it.meta, ensure_ascii=False) for it in its]})
-
-def from_prompt_completion(ds) -> list[Interaction]:
-    "Interactions back from a prompt/completion data set with an `o` column."
-    missing = {"prompt", "completion", "o"} - set(ds.column_names)
-    if missing: raise ValueError(f"The data set lacks columns {sorted(missing)}; it needs 'prompt', 'completion' and 'o'.")
-    return [Interaction(x=[{"role": m["role"], "content": m["content"]} for m in r["prompt"]], y=r["completion"][-1]["content"],
-                        o=r["o"], meta=json.loads(r["meta"]) if r.get("meta") else {}) for r in ds]

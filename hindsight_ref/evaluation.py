@@ -11,12 +11,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Interaction, read_records
+from .data import Interaction, fixture_file, read_records
 from .contexts import encode_interactions, collate, tokenize_text
 from .models import eval_mode, model_device
 from .signal import completion_kl
 from .backends import TransformersChat
-from .simulators import fixture_file
 
 # %% auto #0
 __all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'kl_to_base',

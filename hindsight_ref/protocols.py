@@ -12,7 +12,7 @@ from typing import Callable
 import yaml
 
 from .models import load_model, tiny_model
-from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records
+from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records, write_records
 from .train import TrainConfig, split_heldout
 from .trainers import make_trainer
 from .backends import TransformersChat
@@ -133,19 +133,13 @@ def _memo_load(load: Callable | None) -> Callable:
 def _jsonl(path: Path) -> list[dict]:
     return [r for _, r in read_records(path, strict=True)] if path.exists() else []
 
-def _append(path: Path, rec: dict):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f: f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
 def answers(path: Path, model, tok, xs: list, max_new_tokens: int, batch_size: int = 8) -> list[str]:
     "Greedy answers of `model` to contexts `xs`, read from `path` when written before, else generated and written."
     if path.exists():
         ys = [r["y"] for r in _jsonl(path)]
         if len(ys) == len(xs): return ys
     ys = TransformersChat(model, tok, batch_size=batch_size).complete(xs, max_tokens=max_new_tokens, temperature=0.0)
-    tmp = path.with_suffix(".tmp"); tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text("".join(json.dumps({"x": x[-1]["content"], "y": y}, ensure_ascii=False) + "\n" for x, y in zip(xs, ys)), encoding="utf-8")
-    tmp.replace(path)
+    write_records(path, [{"x": x[-1]["content"], "y": y} for x, y in zip(xs, ys)], append=False)
     return ys
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
@@ -174,7 +168,7 @@ def run_personalization(spec: Protocol, load: Callable | None = None, verbose: b
         for n in judged:
             if ("oracle", n) in done: continue
             ys = answers(out / "eval" / f"oracle-{n}.jsonl", model, tok, [oracle_context(x, persona_of.get(n, n)) for x in eval_xs], **gen)
-            _append(curves, dict(step="oracle", persona=n, **win_rate(judges[n], eval_xs, ys, base_ys).as_dict()))
+            write_records(curves, dict(step="oracle", persona=n, **win_rate(judges[n], eval_xs, ys, base_ys).as_dict()))
     trainer = make_trainer(cfg, model=model, tok=tok, prompts=train_xs, simulator=users[spec.phase_at(0)])
     per_step = cfg.batch_size * cfg.grad_accum
     bounds = sorted({s for s in range(every, spec.total_steps + 1, every)} | {spec.phase_start(i) for i in range(1, len(spec.phases))}
@@ -189,7 +183,7 @@ def run_personalization(spec: Protocol, load: Callable | None = None, verbose: b
             wr = win_rate(judges[n], eval_xs, ys, answers(out / "eval" / f"step-{ref:06d}.jsonl", None, tok, eval_xs, **gen))
             rec = dict(step=step, interactions=step * per_step, persona=n, phase=spec.phase_at(max(step - 1, 0)),
                        reference_step=ref, **wr.as_dict(), bootstrap_se=wr.bootstrap_se())
-            _append(curves, rec); done.add((step, n))
+            write_records(curves, rec); done.add((step, n))
             if verbose: print(f"step {step:4d} ({step * per_step:5d} interactions) {n:30s} {wr}", flush=True)
         if step >= spec.total_steps: break
         trainer.simulator = users[spec.phase_at(step)]
@@ -239,15 +233,15 @@ def run_offline(spec: Protocol, load: Callable | None = None, verbose: bool = Tr
             "ifeval": lambda: ifeval_check(tok, max_tokens=ev.get("max_new_tokens", 256))}
     checks = {k: make[k]() for k in want}
     recs_path = out / "checks.jsonl"; recs = _jsonl(recs_path)
-    if not any(r["step"] == 0 for r in recs): _append(recs_path, rec := dict(step=0, **run_checks(base, checks))); recs.append(rec)
+    if not any(r["step"] == 0 for r in recs): write_records(recs_path, rec := dict(step=0, **run_checks(base, checks))); recs.append(rec)
     trainer = make_trainer(cfg, model=model, tok=tok, interactions=train_its, eval_interactions=held)
     if trainer.step == 0 and not any("hindsight_kl" in r for r in recs if r["step"] == 0):
-        _append(recs_path, rec := dict(step=0, hindsight_kl=trainer.evaluate())); recs.append(rec)
+        write_records(recs_path, rec := dict(step=0, hindsight_kl=trainer.evaluate())); recs.append(rec)
     while trainer.step < trainer.total_steps:
         trainer.train(stop_after=ev.get("every", trainer.total_steps))
         trainer.save_checkpoint()
         rec = dict(step=trainer.step, hindsight_kl=trainer.evaluate(), **run_checks(trainer.model, checks))
-        _append(recs_path, rec); recs.append(rec)
+        write_records(recs_path, rec); recs.append(rec)
         if verbose: print(" ".join(f"{k} {v:.4g}" for k, v in rec.items()), flush=True)
     before = {k: v for r in recs if r["step"] == 0 for k, v in r.items() if k != "step"}
     after = {k: v for k, v in recs[-1].items() if k != "step"}

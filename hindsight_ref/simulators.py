@@ -6,7 +6,6 @@
 from __future__ import annotations
 import importlib, re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from .backends import BACKEND_KEYS, BackendError, CachedChat, make_backend
@@ -15,7 +14,7 @@ from .backends import BACKEND_KEYS, BackendError, CachedChat, make_backend
 __all__ = ['PERSONAS', 'PERSONA_TITLES', 'USER_RULES', 'JUDGE_RULES', 'ORACLE_SUFFIX', 'RULE_PERSONAS', 'style_profile',
            'persona_name', 'get_profile', 'request_text', 'user_messages', 'judge_messages', 'oracle_context',
            'strip_thinking', 'LLMUser', 'UserSimulator', 'RuleBasedSimulator', 'rule_user', 'parse_verdict', 'LLMJudge',
-           'RewardJudge', 'rule_judge', 'make_simulator', 'make_judge', 'fixture_file']
+           'RewardJudge', 'rule_judge', 'make_simulator', 'make_judge']
 
 # %% ../nbs/08b_simulators.ipynb #1c154b49
 PERSONAS = {
@@ -296,9 +295,3 @@ def make_judge(spec, persona=None, load: Callable | None = None):
     if spec.get("kind") == "llm":
         return LLMJudge(persona, make_backend(spec, load), **_split(spec, {"max_tokens", "temperature", "official_parser"}, "judge"))
     raise ValueError(f"Unknown judge {spec!r}: use 'rule', a callable, or {{kind: rule | llm, ...}}.")
-
-# %% ../nbs/08b_simulators.ipynb #6f3daccb
-def fixture_file(name: str) -> Path:
-    "Path of a file shipped in hindsight_ref/fixtures (package data)."
-    from importlib.resources import files
-    return Path(str(files("hindsight_ref") / "fixtures" / name))

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import load_model, tiny_model, quiet_loading
-from .data import FilterReport, load_interactions, interaction_name, read_records
+from .data import FilterReport, load_interactions, interaction_name, read_records, write_records
 from .contexts import encode_interactions, collate, end_of_turn_id, model_max_positions
 from .losses import ema_update_, check_mask
 from .sampling import sample_interactions
@@ -196,8 +196,7 @@ class Trainer:
 
     def _log(self, rec: dict):
         self.history.append(rec)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
+        write_records(self.out / "metrics.jsonl", rec)
 
     def train(self, stop_after: int | None = None) -> list[dict]:
         "Train until `total_steps` (or `stop_after` more steps, as if interrupted there); returns the metrics of this call."
@@ -341,10 +340,8 @@ class OnlineSource:
                                              eot_id=tr.eot, fast=c.fast_rollouts, batch_size=c.batch_size, autocast=tr.autocast,
                                              metas=[{"conversation_id": f"online-{i}", "turn": tr.step + 1} for i in idx])
             self.n_empty += len(idx) - len(kept)          # an empty completion has nothing to answer: counted, not trained on
-            tr.out.mkdir(parents=True, exist_ok=True)
-            with open(tr.out / "interactions.jsonl", "a") as f:
-                for e in encs: f.write(json.dumps({**e.interaction.to_dict(), "step": tr.step + 1, "n_tokens": len(e.completion_ids)},
-                                                  ensure_ascii=False) + "\n")
+            write_records(tr.out / "interactions.jsonl",
+                          [{**e.interaction.to_dict(), "step": tr.step + 1, "n_tokens": len(e.completion_ids)} for e in encs])
             out.append((encs, [idx[k] for k in kept]))
         if not any(encs for encs, _ in out):
             raise ValueError(f"Step {tr.step + 1}: every one of the {sum(map(len, items))} sampled completions was empty (the model "

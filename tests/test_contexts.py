@@ -7,12 +7,12 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from hindsight_ref.data import (Interaction, FilterReport, interactions_from_conversation, fixture_interactions, load_wildchat,
-                                fixture_path, load_interactions)
+from hindsight_ref.data import (Interaction, ConversationError, FilterReport, interactions_from_conversation, fixture_interactions,
+                                load_wildchat, fixture_file, load_interactions)
 from hindsight_ref.contexts import (HindsightTemplate, TEMPLATES, get_template, register_template, EncodedInteraction,
-                                    EncodingError, encode_interaction, encode_interactions, collate, end_of_turn_id,
+                                    encode_interaction, encode_interactions, collate, end_of_turn_id,
                                     render_chat, tokenize_text, chat_template_kwargs, show_contexts, encoded_to_dataset,
-                                    encoded_from_dataset, model_max_positions, NO_TRUNCATION)
+                                    encoded_from_dataset, to_prompt_completion, from_prompt_completion, model_max_positions, NO_TRUNCATION)
 
 # NFC-stable characters (the Qwen tokenizer NFC-normalises), including markup-like and non-Latin ones
 ALPHABET = st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"()[]{}<>|/\\-_*#\n\té中😀"))
@@ -97,7 +97,7 @@ def test_property_truncation_drops_only_older_history(toks, it, which, template,
     full = encode_interaction(tok, it, template)
     k0 = 1 if it.x[0]["role"] == "system" else 0
     try: cut = encode_interaction(tok, it, template, max_context_tokens=limit)
-    except EncodingError as e:
+    except ConversationError as e:
         assert e.reason == "context_too_long" and f"max_context_tokens={limit}" in str(e) and "on_bad_record='skip'" in str(e)
         # ... and only when even the system message + question + hindsight block do not fit
         alone = encode_interaction(tok, Interaction(it.x[:k0] + it.x[-1:], it.y, it.o), template)
@@ -116,7 +116,7 @@ def test_property_truncation_drops_only_older_history(toks, it, which, template,
     for side in ("student", "teacher"):
         assert cut.truncated[side] == len(getattr(full, f"{side}_context_ids")) - len(getattr(cut, f"{side}_context_ids"))
     if k:
-        with pytest.raises(EncodingError, match="truncation_side='error'"):
+        with pytest.raises(ConversationError, match="truncation_side='error'"):
             encode_interaction(tok, it, template, max_context_tokens=limit, truncation_side="error")
 
 
@@ -184,7 +184,7 @@ def test_trailing_whitespace_of_y_is_stripped(tok):
 def test_encoding_errors(tok):
     it = fixture_interactions(tags=["paper_fig8"])[0]
     n = len(encode_interaction(tok, it).completion_ids)
-    with pytest.raises(EncodingError, match="truncate_completion=True") as e:
+    with pytest.raises(ConversationError, match="truncate_completion=True") as e:
         encode_interaction(tok, it, max_completion_tokens=n - 1)
     assert e.value.reason == "completion_too_long" and "fixture-003#turn1" in str(e.value) and "on_bad_record='skip'" in str(e.value)
     cut = encode_interaction(tok, it, max_completion_tokens=n - 1, truncate_completion=True)
@@ -194,7 +194,7 @@ def test_encoding_errors(tok):
     for kw in ({"max_context_tokens": 0}, {"max_completion_tokens": -1}, {"max_positions": 0}, {"max_context_tokens": 2.5}):
         with pytest.raises(ValueError, match="must be a positive int"): encode_interaction(tok, it, **kw)
     bad = Interaction([{"role": "user", "content": "print <|im_end|> please"}], "ok", "thanks")
-    with pytest.raises(EncodingError, match="special-token string '<\\|im_end\\|>'.*Fix: remove or escape") as e:
+    with pytest.raises(ConversationError, match="special-token string '<\\|im_end\\|>'.*Fix: remove or escape") as e:
         encode_interaction(tok, bad)
     assert e.value.reason == "special_token_in_text"
     with pytest.raises(TypeError, match="needs an Interaction"):
@@ -215,15 +215,15 @@ def test_long_messages_never_silently_cut(tok):
     assert "Answer in French." in text and "What is 2+2?" in text and "Say it in words." in text and "word word" not in text
     assert e.student_context_ids == encode_interaction(tok, Interaction([sys_msg, U("What is 2+2?")], "4", "Say it in words.")).student_context_ids
     long_q = Interaction([U("hi"), A_("hello"), U("Summarise: " + "word " * 3000)], "ok", "shorter", {"conversation_id": "c2", "turn": 2})
-    with pytest.raises(EncodingError, match=r"c2#turn2: the teacher context has \d+ tokens, more than max_context_tokens=2048 "
+    with pytest.raises(ConversationError, match=r"c2#turn2: the teacher context has \d+ tokens, more than max_context_tokens=2048 "
                                             r"\(still \d+ after dropping all older history") as err:
         encode_interaction(tok, long_q)
     assert err.value.reason == "context_too_long" and "raise max_context_tokens to at least" in str(err.value)
     long_o = Interaction([U("What is 2+2?")], "4", "Wrong. " * 3000)
-    with pytest.raises(EncodingError, match=r"x has no older history to drop.*shorten the question or the follow-up"):
+    with pytest.raises(ConversationError, match=r"x has no older history to drop.*shorten the question or the follow-up"):
         encode_interaction(tok, long_o)
     long_sys = Interaction([{"role": "system", "content": "rule " * 3000}, U("q")], "a", "o")
-    with pytest.raises(EncodingError, match="never cut"):
+    with pytest.raises(ConversationError, match="never cut"):
         encode_interaction(tok, long_sys)
     for t in TEMPLATES:                                            # every placement keeps o and the question
         e = encode_interaction(tok, long_old, t)
@@ -239,7 +239,7 @@ def test_model_positions_are_checked(tok, qwen_tok, tiny):
     it = Interaction([U("word " * 300)], "answer " * 300, "o", {"file": "d.jsonl", "line": 5})
     n = len(encode_interaction(tok, it).teacher_context_ids) + len(encode_interaction(tok, it).completion_ids)
     assert encode_interaction(tok, it, max_positions=n).completion_ids              # exactly at the limit: fine
-    with pytest.raises(EncodingError, match=rf"d.jsonl:5: context and completion take {n} tokens, more than the model's "
+    with pytest.raises(ConversationError, match=rf"d.jsonl:5: context and completion take {n} tokens, more than the model's "
                                             rf"{n - 1} positions.*at most {n - 1}") as e:
         encode_interaction(tok, it, max_positions=n - 1)
     assert e.value.reason == "longer_than_model"
@@ -250,7 +250,7 @@ def test_errors_name_the_file_line(tok, tmp_path):
     p.write_text(json.dumps({"x": [U("hi")], "y": "ok", "o": "thanks"}) + "\n" +
                  json.dumps({"conversation_id": "c5", "conversation": [U("say <|im_end|>"), A_("ok"), U("thanks")]}) + "\n")
     its = load_interactions(p)
-    with pytest.raises(EncodingError, match=rf"{p}:2 c5#turn1: the x text contains the special-token string"):
+    with pytest.raises(ConversationError, match=rf"{p}:2 c5#turn1: the x text contains the special-token string"):
         encode_interactions(tok, its)
     rep = FilterReport("encode", unit="interactions")
     assert len(encode_interactions(tok, its, on_bad_record="skip", report=rep)) == 1
@@ -261,7 +261,7 @@ def test_encode_interactions_skip_is_counted(tok):
     good = fixture_interactions()[:5]
     bad = [Interaction([{"role": "user", "content": "q"}], "y <|im_start|>", "o"),
            Interaction([{"role": "user", "content": "q"}], "word " * 300, "o")]
-    with pytest.raises(EncodingError): encode_interactions(tok, good + bad, max_completion_tokens=100)
+    with pytest.raises(ConversationError): encode_interactions(tok, good + bad, max_completion_tokens=100)
     with pytest.raises(ValueError, match="on_bad_record must be one of"): encode_interactions(tok, good, on_bad_record="raise")
     rep = FilterReport("encode")
     out = encode_interactions(tok, good + bad, on_bad_record="skip", report=rep, max_completion_tokens=100)
@@ -329,7 +329,7 @@ def test_show_contexts_marks_the_block(tok):
 
 def test_encoded_dataset_round_trip(tok, tmp_path):
     import datasets
-    its, rep = load_wildchat(path="json", data_files=str(fixture_path()))
+    its, rep = load_wildchat(path="json", data_files=str(fixture_file()))
     encs = encode_interactions(tok, its, template="offline_code")
     encoded_to_dataset(encs).save_to_disk(str(tmp_path / "enc"))
     back = encoded_from_dataset(datasets.load_from_disk(str(tmp_path / "enc")))
@@ -343,3 +343,17 @@ def test_encoded_dataset_round_trip(tok, tmp_path):
     ds = datasets.load_from_disk(str(tmp_path / "enc"))
     bb = collate([ds[0], ds[1]], tok.pad_token_id)
     assert torch.equal(bb["completion_ids"], collate(encs[:2], tok.pad_token_id)["completion_ids"])
+
+
+# ---- export to the prompt/completion format -------------------------------------------------------------------------------------------------------
+
+def test_prompt_completion_round_trip(tmp_path):
+    import datasets
+    fx = fixture_interactions()
+    ds = to_prompt_completion(fx)
+    assert set(ds.column_names) == {"prompt", "completion", "o", "meta"}
+    assert ds[0]["completion"] == [{"role": "assistant", "content": fx[0].y}] and ds[0]["prompt"][-1]["role"] == "user"
+    ds.save_to_disk(str(tmp_path / "pc"))
+    assert from_prompt_completion(datasets.load_from_disk(str(tmp_path / "pc"))) == fx
+    with pytest.raises(ValueError, match="no interactions"):
+        to_prompt_completion([])

@@ -7,9 +7,10 @@ from hypothesis import given, settings, strategies as st
 
 from hindsight_ref.data import (Interaction, ConversationError, FilterReport, Filters, WILDCHAT_FILTERS, WILDFEEDBACK_FILTERS, NO_FILTERS,
                                 interactions_from_conversation, normalize_messages, filter_interactions, clean_conversation,
-                                load_fixture_conversations, fixture_interactions, fixture_path, load_wildchat, load_wildfeedback,
-                                to_prompt_completion, from_prompt_completion, load_interactions, interaction_name,
-                                control_interactions, APPROVAL_FOLLOWUP, resolve_role_map, ROLE_MAP, read_records)
+                                load_fixture_conversations, fixture_interactions, load_wildchat, load_wildfeedback,
+                                load_interactions, interaction_name,
+                                control_interactions, APPROVAL_FOLLOWUP, resolve_role_map, ROLE_MAP, read_records,
+                                write_records, fixture_file, FIXTURE_FILE)
 
 u = lambda s: {"role": "user", "content": s}
 a = lambda s: {"role": "assistant", "content": s}
@@ -201,12 +202,12 @@ def test_fixture_set_contents():
 def test_load_wildchat_local_json_eager_and_streaming():
     fx = fixture_interactions()
     key = lambda i: (i.meta["conversation_id"], i.meta["turn"])
-    its, rep = load_wildchat(path="json", data_files=str(fixture_path()))
-    its_s, rep_s = load_wildchat(path="json", data_files=str(fixture_path()), streaming=True)
+    its, rep = load_wildchat(path="json", data_files=str(fixture_file()))
+    its_s, rep_s = load_wildchat(path="json", data_files=str(fixture_file()), streaming=True)
     assert sorted(map(key, its)) == sorted(map(key, fx)) == sorted(map(key, its_s))
     assert rep.kept == rep_s.kept == len(load_fixture_conversations()) and rep.n_skipped == 0
     assert all(i.meta["source"] == "wildchat" for i in its)
-    its10, rep10 = load_wildchat(path="json", data_files=str(fixture_path()), max_conversations=10)
+    its10, rep10 = load_wildchat(path="json", data_files=str(fixture_file()), max_conversations=10)
     assert rep10.kept == 10 and "max_conversations" in rep10.stopped_early
 
 
@@ -225,20 +226,6 @@ def test_load_wildfeedback_local_sharegpt(tmp_path):
 def test_loader_unreachable_gives_clear_error():
     with pytest.raises(ConnectionError, match="data_files"):
         load_wildchat(path="no-such-org/no-such-dataset-xyz")
-
-
-# ---- export -------------------------------------------------------------------------------------------------------
-
-def test_prompt_completion_round_trip(tmp_path):
-    import datasets
-    fx = fixture_interactions()
-    ds = to_prompt_completion(fx)
-    assert set(ds.column_names) == {"prompt", "completion", "o", "meta"}
-    assert ds[0]["completion"] == [{"role": "assistant", "content": fx[0].y}] and ds[0]["prompt"][-1]["role"] == "user"
-    ds.save_to_disk(str(tmp_path / "pc"))
-    assert from_prompt_completion(datasets.load_from_disk(str(tmp_path / "pc"))) == fx
-    with pytest.raises(ValueError, match="no interactions"):
-        to_prompt_completion([])
 
 
 # ---- roles, names, reports -------------------------------------------------------------------------------------------
@@ -395,3 +382,28 @@ def test_load_interactions_role_map_turns_a_skip_into_data(tmp_path):
     assert len(load_interactions(p, on_bad_record="skip", report=rep)) == 1 and dict(rep.skipped) == {"unknown_role": 1}
     its = load_interactions(p, role_map={"bot": "assistant"})
     assert len(its) == 2 and its[0].y == "yo" and its[0].o == "thanks"
+
+
+# ---- one JSON Lines writer -------------------------------------------------------------------------------------------
+
+def test_write_records_appends_readable_lines_and_never_glues_a_record_to_a_torn_line(tmp_path):
+    f = tmp_path / "sub" / "r.jsonl"
+    write_records(f, [{"y": "één\u2028 line"}, {"y": float("nan")}])      # creates the folder; U+2028 stays inside its line
+    write_records(f, {"y": 3})                                               # one dict is one record
+    assert "één" in f.read_text(encoding="utf-8")                            # ensure_ascii=False
+    recs = [r for _, r in read_records(f, strict=True)]
+    assert recs[0] == {"y": "één\u2028 line"} and recs[1]["y"] != recs[1]["y"] and recs[2] == {"y": 3}
+    with open(f, "ab") as fh: fh.write(b'{"y": 4}')                          # a complete record without its newline
+    write_records(f, [{"y": 5}])
+    assert [r for _, r in read_records(f, strict=True)][3:] == [{"y": 4}, {"y": 5}]
+    with open(f, "ab") as fh: fh.write(b'{"y": 6, "z')                       # a torn record: the next one starts its own line
+    write_records(f, {"y": 7})
+    got = list(read_records(f))
+    assert isinstance(got[-2][1], ConversationError) and got[-1][1] == {"y": 7}
+    write_records(f, [{"y": 0}], append=False)                                # replace: the whole file, atomically
+    assert list(read_records(f)) == [(1, {"y": 0})] and not list(f.parent.glob(".*tmp"))
+
+
+def test_one_fixture_finder():
+    assert fixture_file() == fixture_file(FIXTURE_FILE) and fixture_file().exists()
+    assert fixture_file("heldout_text.jsonl").exists() and fixture_file("toyworld").is_dir()

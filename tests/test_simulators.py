@@ -116,17 +116,44 @@ def test_cache_replay_is_byte_identical_and_offline(tmp_path):
     with pytest.raises(KeyError, match="not recorded"): CachedChat(None, f, backend_id="other").complete(msgs, max_tokens=8)
 
 
-def test_cache_survives_an_interrupted_write(tmp_path):
+def test_cache_load_never_rewrites_the_file(tmp_path):
     f = tmp_path / "c.jsonl"
     CachedChat(Counting(), f).complete([[{"role": "user", "content": "q"}]])
-    with open(f, "a") as fh: fh.write('{"key": "abc", "te')
+    f.write_bytes(f.read_bytes().rstrip(b"\n"))                    # a complete last record without its final newline
+    before = f.read_bytes()
+    assert len(ChatCache(f)) == 1 and f.read_bytes() == before     # kept, and the file is untouched
+    with open(f, "ab") as fh: fh.write(b'\n{"key": "abc", "te')     # a torn last line (interrupted, or being written)
+    before = f.read_bytes()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always"); c = ChatCache(f)
-    assert len(c) == 1 and any("cut off" in str(x.message) for x in w)
+    assert len(c) == 1 and any("cut off" in str(x.message) for x in w) and f.read_bytes() == before   # skipped, never deleted
     CachedChat(Counting(), c).complete([[{"role": "user", "content": "r"}]])
-    assert len(ChatCache(f)) == 2
-    f.write_text('not json\n{"key": "k", "text": "t"}\n')
-    with pytest.raises(ValueError, match="Delete that line"): ChatCache(f)
+    assert f.read_bytes().startswith(before)                        # appended after it
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always"); assert len(ChatCache(f)) == 2
+
+
+_CACHE_WRITER = """
+import sys, time
+from pathlib import Path
+from hindsight_ref.backends import ChatCache
+path, w = Path(sys.argv[1]), int(sys.argv[2])
+(path.parent / f"ready-{w}").touch()
+while len(list(path.parent.glob("ready-*"))) < 4: time.sleep(0.01)   # start together
+for i in range(100):   # each put after a fresh load of the file, as separate runs sharing a cache do; half the answers long
+    ChatCache(path).put(f"{w}-{i}", "w" * (10_000 if i % 2 == 0 else 37 * i * (w + 1) % 3000), writer=w, i=i)
+"""
+
+
+def test_cache_shared_by_four_processes_loses_nothing(tmp_path):
+    import subprocess, sys
+    f = tmp_path / "shared.jsonl"
+    procs = [subprocess.Popen([sys.executable, "-c", _CACHE_WRITER, str(f), str(w)], stderr=subprocess.PIPE) for w in range(4)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error"); c = ChatCache(f)          # no torn line either
+    assert len(c) == 400 and all(f"{w}-{i}" in c for w in range(4) for i in range(100))
 
 
 def test_llm_user_records_persona_x_y(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, Regex, models as tk_models, normalizers, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, AutoTokenizer
 
-import hindsight_ref
+from ..data import fixture_file
 from ..models import build_once, cache_dir, quiet_loading
 from ..contexts import TEMPLATES, get_template
 from ..sampling import sample_completions
@@ -135,7 +135,7 @@ def pretrain_world(steps: int = 1600, batch_size: int = 48, lr: float = 1.2e-2, 
     return model.eval(), tok, log
 
 # %% ../../nbs/10b_world_model.ipynb #ad2ae0d6
-FIXTURE_DIR = Path(hindsight_ref.__file__).parent / "fixtures" / "toyworld"
+FIXTURE_DIR = fixture_file("toyworld")
 PRETRAIN_DEFAULTS = dict(steps=1600, batch_size=48, lr=1.2e-2, seed=0, hidden=64, layers=3, heads=4, threads=2)
 
 def save_world(model, tok, path, meta: dict | None = None) -> Path:
