@@ -144,7 +144,7 @@ def test_the_library_step_on_the_world_is_the_hand_computation(world):
     model, tok = world
     it = Interaction([{"role": "user", "content": "tell me about tea ."}], _resp(emoji=True), "no emojis please .")
     b = collate(encode_interactions(tok, [it]), tok.pad_token_id)
-    loss, _ = hindsight_loss(model, b, ex.world_config(ref_kl=0.0))   # the paper's loss
+    loss = hindsight_loss(model, b, **ex.world_config(ref_kl=0.0).loss_args()).loss   # the paper's loss
 
     def logps(text):
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
