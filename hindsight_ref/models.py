@@ -31,7 +31,7 @@ class EmbeddedModel:
     pip: str          # what to install
     gguf_file: str    # file name inside the package folder
     description: str = ""
-    needs: tuple = ("gguf>=0.10",)   # what transformers needs to read the file (the extra hindsight_ref[smollm2])
+    needs: tuple = ("gguf>=0.10", "accelerate>=1.0")   # what transformers needs to load the file (hindsight_ref[smollm2])
 
     @property
     def install(self) -> str:

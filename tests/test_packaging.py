@@ -33,6 +33,7 @@ def extras() -> dict:
 IMPORT_GUARDS = {"ImportError", "ModuleNotFoundError", "Exception"}
 # distributions the package uses without importing them; each with where, and the text there that shows the use
 INDIRECT = {"gguf": ("models.py", "gguf_file", "transformers reads the embedded model's GGUF file with it"),
+            "accelerate": ("models.py", "gguf_file", "transformers refuses to load a GGUF file without it"),
             "manimgx-fonts": ("viz.py", '"manimgx_fonts"', "viz locates the emoji font file in it with importlib.resources")}
 
 
