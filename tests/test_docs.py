@@ -147,6 +147,9 @@ def test_api_parameter_lists_examples_groups_and_source_links(tmp_path):
         ["00_a.ipynb: m.f (function): 1 of 3 parameters undescribed (c)"]
     e.params.pop("c")
     assert e.missing_params == []                                     # fewer than 3 parameters: no table required
+    import argparse
+    class Parser(argparse.ArgumentParser): "A parser; its constructor is argparse's."
+    assert not apiref.builds_itself(Parser) and apiref.builds_itself(apiref.Entry)
 
     md = {"cell_type": "markdown", "source": "By hand first: g() is 1.", "metadata": {}}
     nb = {"cells": [code("#| export\ndef g(): pass\nY = 1\nZ = 2"), md, code("g()\nassert Y == 1"), code("#| hide\nZ"), code("Z + 1"),

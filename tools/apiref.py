@@ -162,12 +162,19 @@ def members(cls, qualname):
     return out
 
 
+def builds_itself(cls) -> bool:
+    "Whether the constructor of `cls` is the package's own (a subclass of ArgumentParser or RuntimeError documents no parameters)."
+    owner = next((b for b in cls.__mro__ if "__init__" in b.__dict__), object)
+    return owner.__module__.split(".")[0] == cls.__module__.split(".")[0]
+
+
 def entry(mod, name):
     "The reference entry for `mod.name`."
     obj, qual = getattr(mod, name), f"{mod.__name__}.{name}"
     if inspect.isclass(obj):
         doc = own_doc(obj)
-        return Entry(qual, "class", signature(obj, name), doc, param_table(obj, doc), members(obj, qual))
+        params = param_table(obj, doc) if builds_itself(obj) else {}
+        return Entry(qual, "class", signature(obj, name), doc, params, members(obj, qual))
     if callable(obj):
         doc = own_doc(obj)
         return Entry(qual, "function", signature(obj, name), doc, param_table(obj, doc))
