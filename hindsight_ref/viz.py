@@ -264,20 +264,21 @@ def advantage_heatmap(signals: Sequence, ax=None, values="advantage", vmin: floa
 def control_heatmaps(real: Sequence, control: Sequence, axes=None, values="advantage", vmin: float = PAPER_VLIM[0],
                      vmax: float = PAPER_VLIM[1], cmap="RdBu", max_tokens: int | None = 128,
                      labels: Sequence[str] | None = None, titles: Sequence[str] | None = None, colorbar: bool = True):
-    "Two heatmaps, real follow-ups (left) and control ones (right) for the same completions, with one shared colorbar."
+    "Real follow-ups (left) and control ones (right) for the same completions, rows labelled by each panel's own follow-ups."
     if len(real) != len(control):
         raise ValueError(f"Got {len(real)} real and {len(control)} control signals: pair each interaction with its control.")
     for k, (a, b) in enumerate(zip(real, control)): _check_same_completion(a, b, f"control signal {k}")
-    titles = titles or ("real follow-up o", f"{_control_kind(control[0])} follow-up (control)")
-    if axes is None:
+    kind = _control_kind(control[0])
+    titles = titles or ("real follow-ups o", "control follow-ups" if kind == "control" else f"{kind} follow-ups (control)")
+    if axes is None:     # no shared y axis: each panel's rows are labelled with that panel's own follow-ups
         T = advantage_matrix(real, values, max_tokens).shape[1]
-        _, axes = plt.subplots(1, 2, figsize=(min(12, 4.0 + 0.09 * T), 1.4 + 0.18 * len(real)), sharey=True, layout="constrained")
+        _, axes = plt.subplots(1, 2, figsize=(min(14, 6.0 + 0.09 * T), 1.6 + 0.18 * len(real)), layout="constrained")
     axes = np.asarray(axes).ravel()
     ims, Ms = [], []
     for k, (ax, sigs, t) in enumerate(zip(axes, [real, control], titles)):
         m = np.mean([np.abs(signal_values(s, values)).mean() for s in sigs])
-        im, M = _draw_heatmap(ax, sigs, values, vmin, vmax, cmap, max_tokens, labels, f"{t}   mean |A| = {m:.2f}")
-        if k: ax.set_ylabel(""); ax.tick_params(labelleft=False)
+        im, M = _draw_heatmap(ax, sigs, values, vmin, vmax, cmap, max_tokens, labels, f"{t}\nmean |A| = {m:.2f}")
+        if k: ax.set_ylabel("")
         ims.append(im); Ms.append(M)
     if colorbar:
         _colorbar(ims[0], ax=list(axes), data=np.concatenate([M.ravel() for M in Ms]), orientation="vertical",

@@ -214,14 +214,31 @@ def test_heatmap_padding_is_blank_and_scale_is_the_papers():
 
 
 def test_control_heatmaps():
-    real = [make_signal(list("abc"), [-5.0, 1.0, 0.0]), make_signal(list("ab"), [2.0, -1.0])]
-    ctrl = [make_signal(list("abc"), [0.0, 0.0, 0.0], o="27*4?"), make_signal(list("ab"), [0.0, 0.1], o="27*4?")]
+    real = [make_signal(list("abc"), [-5.0, 1.0, 0.0]), make_signal(list("ab"), [2.0, -1.0], o="No emojis.")]
+    ctrl = [make_signal(list("abc"), [0.0, 0.0, 0.0], o="27*4?"), make_signal(list("ab"), [0.0, 0.1], o="Name a fish.")]
     axes = viz.control_heatmaps(real, ctrl)
     assert len(axes) == 2 and len(axes[0].figure.axes) == 3
     assert axes[0].images[0].norm.vmin == axes[1].images[0].norm.vmin == -15.0
     assert "mean |A| = 1.75" in axes[0].get_title()      # mean over interactions of (2.0, 1.5)
     with pytest.raises(ValueError, match="pair each interaction"):
         viz.control_heatmaps(real, ctrl[:1])
+
+
+def test_control_heatmaps_label_each_panel_with_its_own_follow_ups():
+    "Each panel's rows name that panel's follow-ups (a shared y axis would stamp the control's onto the real panel)."
+    real = [make_signal(list("abc"), [-5.0, 1.0, 0.0]), make_signal(list("ab"), [2.0, -1.0], o="No emojis.")]
+    ctrl = [make_signal(list("abc"), [0.0] * 3, o="27*4?"), make_signal(list("ab"), [0.0, 0.1], o="Name a fish.")]
+    axes = viz.control_heatmaps(real, ctrl)
+    axes[0].figure.canvas.draw()
+    ticks = [[t.get_text() for t in ax.get_yticklabels() if t.get_visible()] for ax in axes]
+    assert ticks == [["0: Get to the point.", "1: No emojis."], ["0: 27*4?", "1: Name a fish."]]
+    t0, t1 = (ax.title.get_window_extent() for ax in axes)
+    assert not t0.overlaps(t1)                                             # the two titles do not run into each other
+    assert axes[1].get_title().startswith("control follow-ups\n")          # no meta["control"]: not "control ... (control)"
+    for c in ctrl: c.interaction.meta["control"] = "unrelated"
+    assert viz.control_heatmaps(real, ctrl)[1].get_title().startswith("unrelated follow-ups (control)")
+    labels = ["first", "second"]                                           # labels= names the rows of both panels
+    assert [[t.get_text() for t in ax.get_yticklabels()] for ax in viz.control_heatmaps(real, ctrl, labels=labels)] == [labels] * 2
 
 
 def _topk_signal():

@@ -9,9 +9,9 @@ EXTERNAL = re.compile(r"^([a-z][a-z0-9+.-]*:|//)", re.I)
 class Page:
     "A page being rendered; cells call back into it for anchors, links and figures, and report problems to it."
 
-    def __init__(self, stem, title, site):
+    def __init__(self, stem, title, site, file=None):
         self.stem, self.title, self.site = stem, title, site
-        self.file = f"{page_name(stem)}.html" if stem != "api" else "api.html"
+        self.file = file or (f"{page_name(stem)}.html" if stem != "api" else "api.html")
         self.ids, self.headings, self.problems = set(), [], []
 
     def new_id(self, slug):
@@ -50,10 +50,13 @@ class Page:
         return f"figures/{name}"
 
 
-def nav_html(entries, current):
-    "The reading-order sidebar: (file, number, title) per page, the current one marked."
-    items = "".join(f'<li{" class=current" if f == current else ""}><a href="{f}">'
-                    f'{f"<span class=num>{n}</span> " if n else ""}{html.escape(t)}</a></li>' for f, n, t in entries)
+def nav_html(entries, current, api_pages=()):
+    "The reading-order sidebar: (file, number, title) per page, the current one marked; on API pages, the module pages."
+    def item(f, n, t, inner=""):
+        return (f'<li{" class=current" if f == current else ""}><a href="{f}">'
+                f'{f"<span class=num>{n}</span> " if n else ""}{html.escape(t)}</a>{inner}</li>')
+    sub = f'<ol class="api-pages">{"".join(item(*e) for e in api_pages)}</ol>' if api_pages else ""
+    items = "".join(item(*e, sub if e[0] == "api.html" else "") for e in entries)
     return f'<nav class="sidebar" aria-label="pages in reading order"><ol>{items}</ol></nav>'
 
 
@@ -65,7 +68,7 @@ def toc_html(headings, levels=(2, 3)):
 
 
 def page_html(title, site_title, body, nav, toc, source):
-    "A complete page; no script and nothing fetched from another host, so it reads the same offline."
+    "A complete page; nothing fetched from another host, so it reads the same offline (the search box is a local script)."
     full = title if title == site_title else f"{title} – {site_title}"
     return f"""<!doctype html>
 <html lang="en">
@@ -75,9 +78,13 @@ def page_html(title, site_title, body, nav, toc, source):
 <title>{html.escape(full)}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="site.css">
+<script src="search-index.js" defer></script>
+<script src="search.js" defer></script>
 </head>
 <body>
-<header class="topbar"><a href="index.html">{html.escape(site_title)}</a></header>
+<header class="topbar"><a href="index.html">{html.escape(site_title)}</a>
+<div class="search"><input id="search" type="search" placeholder="Search names and pages" aria-label="Search the documentation"
+ autocomplete="off" hidden><ol id="search-results" hidden></ol></div></header>
 <div class="layout">
 {nav}
 <main>

@@ -74,8 +74,10 @@ def markdown_html(text, page):
         return _TOKEN.format(len(r.math) - 1)
 
     body = mistune.create_markdown(renderer=r, plugins=["table", "strikethrough"])(_MATH.sub(protect, text))
-    body = _TOKEN_RE.sub(lambda m: mathml(*r.math[int(m.group(1))], page), body)
-    page.headings += r.headings
+    rendered = {}
+    math = lambda m: rendered.setdefault(m.group(1), mathml(*r.math[int(m.group(1))], page))
+    body = _TOKEN_RE.sub(math, body)
+    page.headings += [(lvl, ident, _TOKEN_RE.sub(math, t)) for lvl, ident, t in r.headings]  # the contents list too
     return body
 
 

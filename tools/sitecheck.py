@@ -1,10 +1,11 @@
-"""Static checks of a built site, no browser needed: titles, raw TeX left in visible text, `#|` directives shown,
-images from other hosts, and internal links (pages and #anchors) that point nowhere."""
+"""Static checks of a built site, no browser needed: titles, raw TeX or a math placeholder left, `#|` directives shown,
+images and scripts from other hosts, and internal links (pages and #anchors) that point nowhere."""
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+PLACEHOLDER = re.compile("\x02[^\x03]{0,12}\x03?|\x03")  # nbhtml's math placeholders are \x02M<n>\x03: never in a finished page
 RAW_TEX = re.compile(r"\$\$|\$(?!\s)(?:[^$\n]|\n(?![ \t]*\n))+?(?<!\s)\$(?!\d)")  # what nbhtml would have rendered
 NOT_TEXT = {"pre", "code", "math", "script", "style", "title"}
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -42,7 +43,11 @@ class Parsed(HTMLParser):
 def check_site(out, titles):
     "Problems in the site at `out`; `titles` maps page file -> the title it must have."
     out, problems, pages = Path(out), [], {}
-    for f in sorted(out.glob("*.html")): pages[f.name] = Parsed(f.read_text())
+    for f in sorted(out.glob("*.html")):
+        text = f.read_text()
+        for m in PLACEHOLDER.finditer(text):
+            problems.append(f"{f.name}: a math placeholder is left in the page: {text[max(0, m.start() - 40):m.end() + 40]!r}")
+        pages[f.name] = Parsed(text)
     n_links = 0
     for name, p in pages.items():
         want = titles.get(name)
