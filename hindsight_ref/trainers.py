@@ -292,6 +292,7 @@ class LoggedSource:
     def __init__(self, interactions: list): self.interactions, self.encoded = list(interactions), []
 
     def prepare(self, tr) -> int:
+        "Encode the interactions for the trainer's model (once, when it is ready); their number."
         self.encoded = tr.encode(self.interactions)
         return len(self.encoded)
 
@@ -329,7 +330,9 @@ class OnlineSource:
             raise TypeError(f"The online trainer needs the user as an object, callable as user(x, y) -> o (or with many(xs, ys)); "
                             f"got {user!r}. Fix: build it, e.g. hindsight_ref.simulators.make_simulator('rule'), and pass that.")
 
-    def prepare(self, tr) -> int: return len(self.contexts)
+    def prepare(self, tr) -> int:
+        "Nothing to encode ahead: the number of contexts, each sampled once per epoch."
+        return len(self.contexts)
 
     def micro_batches(self, items: list[list[int]], tr) -> list[tuple[list, list[int]]]:
         "Sample, ask and encode each micro-batch (Algorithm 1); every sampled interaction is appended to interactions.jsonl."
