@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from .data import read_records, write_records
-from .models import load_model
-from .sampling import sample_completions
 
 # %% auto #0
-__all__ = ['BACKEND_KEYS', 'BackendError', 'TransformersChat', 'OpenAIChat', 'ChatCache', 'CachedChat', 'LazyChat',
-           'make_backend']
+__all__ = ['BACKEND_KEYS', 'BackendError', 'TransformersChat', 'OpenAIChat', 'ChatCache', 'CachedChat', 'make_backend']
 
 # %% ../nbs/08a_backends.ipynb #1fdea40b
 class BackendError(RuntimeError):
@@ -30,6 +27,7 @@ class TransformersChat:
     def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
         "One answer per list of chat messages in `batch` (temperature 0: greedy)."
         if temperature < 0 or not 0 < top_p <= 1: raise ValueError(f"Need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}.")
+        from hindsight_ref.sampling import sample_completions   # torch is loaded only when a local model answers
         out = []
         for i in range(0, len(batch), self.batch_size):   # one seed per batch: an answer does not depend on later batches
             s = sample_completions(self.model, self.tok, batch[i:i + self.batch_size], max_context_tokens=self.max_context_tokens,
@@ -123,10 +121,11 @@ class ChatCache:
         if self.path is not None: write_records(self.path, {"key": key, "text": text, **record}, sync=True)
 
 class CachedChat:
-    "A backend whose answers are recorded in a `ChatCache` and replayed; `backend=None` replays only."
-    def __init__(self, backend, cache: ChatCache | str | Path | None = None, backend_id: str | None = None):
-        if backend is None and backend_id is None: raise ValueError("A replay-only CachedChat (backend=None) needs backend_id=.")
-        self.backend, self.id = backend, backend_id or backend.id
+    "A backend whose answers are recorded in a `ChatCache` and replayed; `backend=None`: replay only, or `build()` it on a miss."
+    def __init__(self, backend, cache: ChatCache | str | Path | None = None, backend_id: str | None = None,
+                 build: Callable | None = None):
+        if backend is None and backend_id is None: raise ValueError("A CachedChat without a backend (backend=None) needs backend_id=.")
+        self.backend, self.build, self.id = backend, build, backend_id or backend.id
         self.cache = cache if isinstance(cache, ChatCache) else ChatCache(cache)
 
     def complete(self, batch: list[list[dict]], records: list[dict] | None = None, **settings) -> list[str]:
@@ -136,6 +135,7 @@ class CachedChat:
         for i, k in enumerate(keys):
             if k not in self.cache: pending.setdefault(k, i)   # one request per distinct key
         miss = list(pending.values())
+        if miss and self.backend is None and self.build is not None: self.backend = self.build()   # built on the first miss only
         if miss and self.backend is None:
             raise KeyError(f"{len(miss)} of {len(batch)} answers of {self.id} are not recorded in {self.cache.path}; this cache "
                            f"is replay-only. Pass a backend to compute them.")
@@ -149,15 +149,8 @@ BACKEND_KEYS = {"backend", "model", "dtype", "device", "base_url", "api_key_env"
                 "batch_size", "max_context_tokens", "cache", "replay"}
 
 def _default_load(name: str, dtype: str = "bfloat16", device: str | None = None):
+    from hindsight_ref.models import load_model   # torch is loaded only when a local model is
     return load_model(name, dtype=dtype, device=device)
-
-class LazyChat:
-    "A backend built on its first use (a local model is loaded only when an answer is not recorded yet)."
-    def __init__(self, build: Callable, id: str): self.build, self.id, self.backend = build, id, None
-    def complete(self, batch, **settings):
-        "Build the backend if needed, then answer."
-        if self.backend is None: self.backend = self.build()
-        return self.backend.complete(batch, **settings)
 
 def make_backend(spec: dict, load: Callable | None = None):
     "A recorded chat backend from a spec {backend: transformers | openai, model: ..., cache: path, replay: bool, ...}."
@@ -168,11 +161,10 @@ def make_backend(spec: dict, load: Callable | None = None):
     if spec.get("replay"):
         if not spec.get("cache"): raise ValueError("replay: true needs cache: <path of the recorded answers>.")
         return CachedChat(None, spec["cache"], backend_id=bid)
-    if kind == "transformers":
-        def build():
-            model, tok = (load or _default_load)(name, **{k: spec[k] for k in ("dtype", "device") if k in spec})
-            return TransformersChat(model, tok, name=name, **{k: spec[k] for k in ("batch_size", "max_context_tokens") if k in spec})
-        be = LazyChat(build, bid)
-    else:
-        be = OpenAIChat(name, **{k: spec[k] for k in ("base_url", "api_key_env", "timeout", "max_retries", "concurrency") if k in spec})
-    return CachedChat(be, spec.get("cache"))
+    if kind == "openai":
+        return CachedChat(OpenAIChat(name, **{k: spec[k] for k in ("base_url", "api_key_env", "timeout", "max_retries", "concurrency")
+                                              if k in spec}), spec.get("cache"))
+    def build():   # a local model is loaded on the first answer that is not recorded yet, never when all are
+        model, tok = (load or _default_load)(name, **{k: spec[k] for k in ("dtype", "device") if k in spec})
+        return TransformersChat(model, tok, name=name, **{k: spec[k] for k in ("batch_size", "max_context_tokens") if k in spec})
+    return CachedChat(None, spec.get("cache"), backend_id=bid, build=build)

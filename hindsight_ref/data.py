@@ -122,8 +122,8 @@ def normalize_messages(conv, role_map: dict | None = None) -> list[dict]:
     return [normalize_message(m, i, role_map) for i, m in enumerate(conversation_messages(conv))]
 
 # %% ../nbs/01_interactions.ipynb #6fe96474
-def validate_messages(msgs: list[dict], max_message_chars: int | None = None) -> list[dict]:
-    "Check normalised messages: non-empty strings, a system message only first, strict user/assistant alternation."
+def validate_messages(msgs: list[dict], max_message_chars: int | None = None, alternate: bool = True) -> list[dict]:
+    "Check normalised messages: non-empty strings, a system message only first, user/assistant alternation (if `alternate`)."
     if not msgs: raise ConversationError("empty_conversation", "The conversation has no messages.")
     for i, m in enumerate(msgs):
         if not m["content"].strip():
@@ -136,34 +136,37 @@ def validate_messages(msgs: list[dict], max_message_chars: int | None = None) ->
             raise ConversationError("system_not_first", f"Message {i} is a system message; only the first message may be "
                                     f"one. Fix: move it to the front or merge it into the first system message.")
     body = msgs[1:] if msgs[0]["role"] == "system" else msgs
-    for i in range(1, len(body)):
+    for i in range(1, len(body) if alternate else 1):
         if body[i]["role"] == body[i - 1]["role"]:
             j = i + (len(msgs) - len(body))
             raise ConversationError("consecutive_same_role", f"Messages {j-1} and {j} are both '{body[i]['role']}' messages; "
                                     f"a conversation must alternate user and assistant. Fix: merge or drop one of them "
-                                    f"(filter_interactions with Filters(consecutive_same_role='drop') drops and counts them).")
+                                    f"(filter_interactions with Filters(consecutive_same_role='history'), the official scripts' rule, keeps "
+                                    f"the conversation and leaves the repeats out of each history).")
     return msgs
 
 def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None = None, role_map: dict | None = None,
-                                   max_message_chars: int | None = None) -> list[Interaction]:
-    "Every interaction (x, y, o) of a conversation: x = last `max_history` messages before y, starting with a user message."
+                                   max_message_chars: int | None = None, alternate: bool = True) -> list[Interaction]:
+    "Every interaction (x, y, o) of a conversation: x = last `max_history` messages before y, from a user message on."
     if not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 1:
         raise ValueError(f"max_history must be a positive int (the paper's experiments use 5), got {max_history!r}.")
-    msgs = validate_messages(normalize_messages(conv, role_map), max_message_chars)
+    msgs = validate_messages(normalize_messages(conv, role_map), max_message_chars, alternate)
     system = msgs[:1] if msgs[0]["role"] == "system" else []; body = msgs[len(system):]
     base = {**({k: conv[k] for k in RECORD_META_KEYS if conv.get(k) is not None} if isinstance(conv, dict) else {}), **(meta or {})}
     out = []
     for i in range(1, len(body) - 1):
         if body[i]["role"] != "assistant" or body[i + 1]["role"] != "user": continue
         hist = body[max(0, i - max_history):i]
-        while hist[0]["role"] != "user": hist = hist[1:]   # alternation: body[i - 1] is a user message
+        while hist and hist[0]["role"] != "user": hist = hist[1:]              # x starts with a user message
+        hist = [m for j, m in enumerate(hist) if j == 0 or hist[j - 1]["role"] != m["role"]]   # a same-role run: its first
+        if not hist or hist[-1]["role"] != "user": continue                   # y answers a user message
         out.append(Interaction(x=[dict(m) for m in system + hist], y=body[i]["content"], o=body[i + 1]["content"],
                                meta={**base, "turn": len(out) + 1, "message_index": i + len(system),
                                      "history_dropped": i - len(hist)}))
     if not out:
         raise ConversationError("no_followup", f"The conversation ({len(msgs)} messages, roles "
                                 f"{[m['role'] for m in msgs][:8]}) yields no interaction: that needs an assistant message "
-                                f"followed by a user message (the follow-up o). Fix: remove the record, or add the user's reply.")
+                                f"that answers a user message and is followed by one (the follow-up o). Fix: remove the record, or add the user's reply.")
     return out
 
 # %% ../nbs/01_interactions.ipynb #bb14d767
@@ -211,19 +214,19 @@ class FilterReport:
 # %% ../nbs/01_interactions.ipynb #d8c09306
 @dataclass(frozen=True)
 class Filters:
-    "Conversation filters; `None` switches a limit off. Defaults: the official WildChat preprocessing script's."
+    "Conversation filters; `None` switches a limit off. Defaults: the official WildChat preprocessing script's (see the notebook)."
     languages: tuple | None = ("english", "en")   # conversation-level `language`, case-insensitive; None keeps all
     min_messages: int = 3
     max_total_chars: int | None = 100_000
     max_user_chars: int | None = 4096
     max_assistant_chars: int | None = 4096
     drop_empty_messages: bool = True
-    consecutive_same_role: str = "skip"            # "skip" the conversation, or "drop" repeated-role messages
+    consecutive_same_role: str = "history"         # official: kept, repeats left out of each history; "drop" them; "skip" it
     drop_leading_assistant: bool = True            # a conversation that opens with the assistant: drop those messages (counted)
 
     def __post_init__(self):
-        if self.consecutive_same_role not in ("skip", "drop"):
-            raise ValueError(f"consecutive_same_role must be 'skip' or 'drop', got {self.consecutive_same_role!r}.")
+        if self.consecutive_same_role not in ("history", "drop", "skip"):
+            raise ValueError(f"consecutive_same_role must be 'history', 'drop' or 'skip', got {self.consecutive_same_role!r}.")
 
 WILDCHAT_FILTERS = Filters()
 WILDFEEDBACK_FILTERS = Filters(languages=None, max_user_chars=None)   # the WildFeedback script has no language or user-length filter
@@ -260,7 +263,7 @@ def clean_conversation(conv, filters: Filters = WILDCHAT_FILTERS, report: Filter
     for role, lim in (("user", f.max_user_chars), ("assistant", f.max_assistant_chars)):
         if lim is not None and any(m["role"] == role and len(m["content"]) > lim for m in msgs):
             raise ConversationError(f"{role}_message_too_long", f"A {role} message is longer than {lim} characters.")
-    validate_messages(msgs)   # empty messages (when not dropped) and same-role runs (when 'skip') raise here
+    validate_messages(msgs, alternate=f.consecutive_same_role != "history")   # empty messages (if kept), same-role runs ('skip')
     report.messages_dropped.update({k: v for k, v in dropped.items() if v})
     return msgs
 
@@ -281,7 +284,7 @@ def filter_interactions(records: Iterable, filters: Filters = WILDCHAT_FILTERS, 
             msgs = clean_conversation(rec, filters, report, role_map)
             meta = {"source": source} if source else {}
             if isinstance(rec, dict): meta.update({k: rec[k] for k in RECORD_META_KEYS if rec.get(k) is not None})
-            its = interactions_from_conversation(msgs, max_history=max_history, meta=meta)
+            its = interactions_from_conversation(msgs, max_history, meta, alternate=filters.consecutive_same_role != "history")
         except ConversationError as e:
             cid = rec.get("conversation_id", rec.get("conversation_hash")) if isinstance(rec, dict) else None
             report.skip(e.reason, f"conversation {cid}" if cid is not None else f"record {report.seen}"); continue

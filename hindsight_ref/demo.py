@@ -104,7 +104,8 @@ def world_story(n_interactions: int = 150, n_eval: int = 128, seed: int = 0, say
     from hindsight_ref.viz import control_panel, distribution_shift
     from hindsight_ref.toyworld.world import Request, render_response, ATTRS, WorldUser, UnrelatedUser, EVAL_TOPICS, violations
     from hindsight_ref.toyworld.model import load_world, world_answers, world_prompts
-    from hindsight_ref.toyworld.experiments import WorldEvaluator, world_trainer, train_and_evaluate, plot_win_curves
+    from hindsight_ref.toyworld.experiments import WorldEvaluator, world_trainer, train_and_evaluate
+    from hindsight_ref.evaluation import plot_win_curves
     persona, t0 = "less_filler", time.time()
     base, tok = load_world()
     user, unrelated = WorldUser(persona, seed=seed), UnrelatedUser(seed=seed)

@@ -18,9 +18,10 @@ from .signal import completion_kl
 from .backends import TransformersChat
 
 # %% auto #0
-__all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'kl_to_base',
-           'heldout_texts', 'perplexity', 'instruction_checker', 'check_instructions', 'instruction_items',
-           'ifeval_scores', 'run_checks', 'compare_checks', 'kl_check', 'perplexity_check', 'ifeval_check']
+__all__ = ['IF_EXAMPLES', 'NO_REGRESSION_RULES', 'decide', 'judge_many', 'two_order', 'WinRate', 'win_rate', 'plot_win_curves',
+           'kl_to_base', 'heldout_texts', 'perplexity', 'instruction_checker', 'check_instructions',
+           'instruction_items', 'ifeval_scores', 'run_checks', 'compare_checks', 'kl_check', 'perplexity_check',
+           'ifeval_check']
 
 # %% ../nbs/09a_evaluation.ipynb #6e1a01cd
 def decide(first, second) -> int:
@@ -63,7 +64,7 @@ class WinRate:
         return math.sqrt(self.rate * (1 - self.rate) / d) if d else float("nan")
 
     def bootstrap_se(self, n_boot: int = 10_000, seed: int = 0) -> float:
-        "Standard error of the rate over prompts resampled with replacement (official code: 10,000 resamples)."
+        "Standard error of the rate over prompts (ties included) resampled with replacement, `n_boot` times."
         if self.n == 0: return float("nan")
         c = np.random.default_rng(seed).multinomial(self.n, np.array([self.wins, self.losses, self.ties]) / self.n, size=n_boot)
         d = c[:, 0] + c[:, 1]
@@ -85,6 +86,27 @@ def win_rate(judge, prompts: list, ys: list[str], ys_ref: list[str]) -> WinRate:
     v = judge_many(judge, list(prompts) * 2, list(ys) + list(ys_ref), list(ys_ref) + list(ys))
     d = [decide(v[i], v[n + i]) for i in range(n)]
     return WinRate(d.count(1), d.count(-1), d.count(0), sum(v[i] is None or v[n + i] is None for i in range(n)))
+
+# %% ../nbs/09a_evaluation.ipynb #5b1d7c2e
+def plot_win_curves(curves, oracle: dict | None = None, ax=None, boundaries=(), title: str = "", ylabel: str = "win rate (%)"):
+    "Win rate (%) against interactions, one line per label: `curves` are curves.jsonl records or `{label: (records, key)}`."
+    import matplotlib.pyplot as plt
+    if not isinstance(curves, dict):   # curves.jsonl: a curve per persona (band: its standard error), "oracle" records dashed
+        recs = list(curves)
+        oracle = {**{r["persona"]: r["rate"] for r in recs if r["step"] == "oracle"}, **(oracle or {})}
+        curves = {n: ([r for r in recs if r["persona"] == n and r["step"] != "oracle"], "rate") for n in dict.fromkeys(r["persona"] for r in recs)}
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    for i, (label, (recs, key)) in enumerate(curves.items()):
+        rs = sorted((r for r in recs if key in r), key=lambda r: r["interactions"])
+        x, y = [r["interactions"] for r in rs], np.array([100 * r[key] for r in rs], dtype=float)
+        ax.plot(x, y, "o-", ms=3, color=f"C{i}", label=label)
+        se = np.array([100 * r.get("bootstrap_se", r.get("se", np.nan)) if key == "rate" else np.nan for r in rs], dtype=float)
+        if np.isfinite(se).any(): ax.fill_between(x, y - se, y + se, color=f"C{i}", alpha=0.15, lw=0)
+        if oracle and label in oracle: ax.axhline(100 * oracle[label], ls="--", lw=1, color=f"C{i}", label=f"{label}: in-context oracle")
+    for b in boundaries: ax.axvline(b, color="k", ls=":", lw=0.8)
+    ax.axhline(50, color="0.7", lw=0.6); ax.set_ylim(0, 102)
+    ax.set_xlabel("interactions"); ax.set_ylabel(ylabel); ax.legend(fontsize=7); ax.set_title(title, fontsize=9)
+    return ax
 
 # %% ../nbs/09a_evaluation.ipynb #b818e0d2
 @torch.no_grad()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_protocols.ipynb #8d067080
 from __future__ import annotations
-import copy, json, random
+import copy, hashlib, json, random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -21,11 +21,13 @@ from .evaluation import (win_rate, run_checks, compare_checks, kl_check, perplex
                                       NO_REGRESSION_RULES)
 
 # %% auto #0
-__all__ = ['TLDR_SYSTEM', 'H200', 'prompt_texts', 'make_prompts', 'Protocol', 'answers', 'run_personalization', 'plot_curves',
-           'offline_interactions', 'run_offline', 'run_protocol', 'n_params', 'estimate_resources']
+__all__ = ['TLDR_SYSTEM', 'TLDR_SUFFIX', 'H200', 'OPTIMIZER_BYTES', 'prompt_texts', 'make_prompts', 'Protocol', 'cache_key',
+           'answers', 'run_personalization', 'offline_interactions', 'run_offline', 'run_protocol',
+           'optimizer_state_bytes', 'n_params', 'estimate_resources']
 
 # %% ../nbs/09b_protocols.ipynb #6ce4d9f4
 TLDR_SYSTEM = "Write summary of the text that is 1-2 sentences long. Always begin with 'TL;DR:' and output only the summary."
+TLDR_SUFFIX = "\nTL;DR:\n"   # the official script keeps a post when post + suffix is shorter than 1,024 characters
 
 def _norm(s: str) -> str: return " ".join(s.lower().split())
 
@@ -36,7 +38,7 @@ def prompt_texts(source: str = "fixtures", split: str = "train", max_chars: int 
         import datasets
         ds = datasets.load_dataset("openai/summarize_from_feedback", "comparisons", split=split)
         raw = [(r["info"].get("post") or r["info"].get("article") or "").strip() for r in ds]
-        max_chars = 1023 if max_chars is None else max_chars
+        max_chars = 1023 - len(TLDR_SUFFIX) if max_chars is None else max_chars
     elif source == "helpsteer2":
         import datasets
         ds = datasets.load_dataset("nvidia/HelpSteer2", split=split)
@@ -51,16 +53,22 @@ def prompt_texts(source: str = "fixtures", split: str = "train", max_chars: int 
     return out
 
 def make_prompts(source: str = "fixtures", train_n: int = 256, eval_n: int = 256, seed: int = 42, system: str | None = None,
-                 tok=None, max_prompt_tokens: int | None = None) -> tuple[list, list]:
-    "(train contexts, held-out contexts): disjoint, shuffled with `seed`, optionally filtered to `max_prompt_tokens`."
-    ps = prompt_texts(source)
-    if tok is not None and max_prompt_tokens: ps = [p for p in ps if len(tok(p, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens]
+                 tok=None, max_prompt_tokens: int | None = None, eval_split: str = "validation") -> tuple[list, list]:
+    "(train contexts, held-out contexts): the train split and `eval_split` (one set split in two for fixtures or a file), disjoint."
+    fits = lambda p: tok is None or not max_prompt_tokens or len(tok(p, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens
+    one_set = source == "fixtures" or source.endswith(".jsonl")
+    train = prompt_texts(source, "train"); ps = [p for p in train if fits(p)]
     random.Random(seed).shuffle(ps)
-    if len(ps) < train_n + eval_n:
-        raise ValueError(f"{source!r} has {len(ps)} usable prompts, fewer than train_n + eval_n = {train_n + eval_n}; lower them.")
+    if one_set: ps, held = ps[:train_n], ps[train_n:]
+    else:                                     # as the official code: held-out prompts from the validation split, none seen in training
+        seen = {_norm(p) for p in train}
+        held = [p for p in prompt_texts(source, eval_split) if _norm(p) not in seen and fits(p)]; random.Random(seed).shuffle(held)
+    if len(ps) < train_n or len(held) < eval_n:
+        raise ValueError(f"{source!r} has {len(ps)} training and {len(held)} held-out prompts, fewer than train_n = {train_n} and "
+                         f"eval_n = {eval_n}; lower them.")
     system = TLDR_SYSTEM if system is None and source == "tldr" else system
     ctx = lambda p: ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}]
-    return [ctx(p) for p in ps[:train_n]], [ctx(p) for p in ps[train_n:train_n + eval_n]]
+    return [ctx(p) for p in ps[:train_n]], [ctx(p) for p in held[:eval_n]]
 
 # %% ../nbs/09b_protocols.ipynb #1d26bac9
 @dataclass
@@ -133,13 +141,19 @@ def _memo_load(load: Callable | None) -> Callable:
 def _jsonl(path: Path) -> list[dict]:
     return [r for _, r in read_records(path, strict=True)] if path.exists() else []
 
-def answers(path: Path, model, tok, xs: list, max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    "Greedy answers of `model` to contexts `xs`, read from `path` when written before, else generated and written."
-    if path.exists():
-        ys = [r["y"] for r in _jsonl(path)]
-        if len(ys) == len(xs): return ys
+def cache_key(*parts) -> str:
+    "A short hash of what a stored result depends on (`parts` as JSON; anything else by its repr, which never matches a later run)."
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=repr).encode()).hexdigest()[:16]
+
+def answers(path: Path, model, tok, xs: list, key: str, max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    "Greedy answers of `model` to contexts `xs`: read back from `path` if written there under `key`, else generated and written."
+    old = _jsonl(path)
+    if len(old) == len(xs) and all(r.get("key") == key for r in old): return [r["y"] for r in old]
+    if model is None:
+        raise ValueError(f"{path} holds no answers for the current prompts and settings (missing, or written for others), and the "
+                         f"checkpoint that would write them is not loaded. Fix: run the protocol in a new output_dir.")
     ys = TransformersChat(model, tok, batch_size=batch_size).complete(xs, max_tokens=max_new_tokens, temperature=0.0)
-    write_records(path, [{"x": x[-1]["content"], "y": y} for x, y in zip(xs, ys)], append=False)
+    write_records(path, [{"key": key, "x": x[-1]["content"], "y": y} for x, y in zip(xs, ys)], append=False)
     return ys
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
@@ -149,7 +163,7 @@ def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
 
 # %% ../nbs/09b_protocols.ipynb #1efb5ef6
 def run_personalization(spec: Protocol, load: Callable | None = None, verbose: bool = True) -> list[dict]:
-    "Run (or resume) a personalization protocol; returns the records of curves.jsonl."
+    "Run (or resume) a personalization protocol; returns its curve records (curves.jsonl), each keyed by what it depends on."
     out, ev = Path(spec.output_dir), spec.eval
     cfg = _train_config(spec, "online", out, max_steps=spec.total_steps)
     model, tok = _load(load, cfg.model, dtype=cfg.dtype)          # the policy: its own copy, never shared with a user or judge
@@ -158,56 +172,54 @@ def run_personalization(spec: Protocol, load: Callable | None = None, verbose: b
     max_tok = pspec.pop("max_prompt_tokens", None)
     train_xs, eval_xs = make_prompts(**pspec, tok=tok, max_prompt_tokens=max_tok)
     every, gen = ev.get("every", 3), dict(max_new_tokens=ev.get("max_new_tokens", 1024), batch_size=ev.get("batch_size", 8))
-    judged = ev.get("personas") or list(dict.fromkeys(persona_name(p["persona"]) for p in spec.phases))
-    persona_of = {persona_name(p["persona"]): p["persona"] for p in spec.phases}
+    members = [p["persona"] if isinstance(p["persona"], (list, tuple)) else [p["persona"]] for p in spec.phases]   # a phase's user
+    persona_of = {persona_name(m): m for ms in members for m in ms}; judged = ev.get("personas") or list(persona_of)
+    def arrival(n: str, step: int) -> int | None:   # the step at which persona n joined the user that still has it (or last had it)
+        j = max([i for i in range(spec.phase_at(step) + 1) if n in map(persona_name, members[i])], default=None)
+        while j and n in map(persona_name, members[j - 1]): j -= 1
+        return None if j is None else spec.phase_start(j)
     users = [make_simulator(spec.user, p["persona"], load) for p in spec.phases]
     judges = {n: make_judge(spec.judge, persona_of.get(n, n), load) for n in judged}
-    curves = out / "curves.jsonl"; done = {(r.get("step"), r["persona"]) for r in _jsonl(curves)}
-    base_ys = answers(out / "eval" / "step-000000.jsonl", model, tok, eval_xs, **gen)   # before any training: the base model
-    if ev.get("oracle"):
-        for n in judged:
-            if ("oracle", n) in done: continue
-            ys = answers(out / "eval" / f"oracle-{n}.jsonl", model, tok, [oracle_context(x, persona_of.get(n, n)) for x in eval_xs], **gen)
-            write_records(curves, dict(step="oracle", persona=n, **win_rate(judges[n], eval_xs, ys, base_ys).as_dict()))
+    base = dict(model=cfg.model, dtype=cfg.dtype, max_new_tokens=gen["max_new_tokens"])
+    trained_on = lambda step: cache_key(spec.train, train_xs, spec.user, [p for i, p in enumerate(spec.phases) if spec.phase_start(i) < step])
+    akey = lambda step, xs=eval_xs: cache_key(base, step and (step, trained_on(step)), xs)   # answers: the policy at `step`, the prompts
+    jkey = lambda n, k, k_ref: cache_key(spec.judge, persona_of.get(n, n), k, k_ref)   # a verdict: the judge and both answer sets
+    step_answers = lambda step, m: answers(out / "eval" / f"step-{step:06d}.jsonl", m, tok, eval_xs, akey(step), **gen)
+    curves = out / "curves.jsonl"; have, keys = {r.get("key"): r for r in _jsonl(curves)}, []
+    def judge(n, ys, ref_ys, k, **rec):
+        keys.append(k)
+        if k in have: return
+        wr = win_rate(judges[n], eval_xs, ys, ref_ys())
+        write_records(curves, rec := dict(**rec, persona=n, key=k, **wr.as_dict(), bootstrap_se=wr.bootstrap_se())); have[k] = rec
+        if verbose: print(f"step {rec['step']!s:>6} ({rec.get('interactions', 0):5d} interactions) {n:30s} {wr}", flush=True)
+    base_ys = step_answers(0, model)                               # before any training (or a resume): the base model
+    for n in judged if ev.get("oracle") else []:
+        oxs = [oracle_context(x, persona_of.get(n, n)) for x in eval_xs]
+        ys = answers(out / "eval" / f"oracle-{n}.jsonl", model, tok, oxs, akey(0, oxs), **gen)
+        judge(n, ys, lambda: base_ys, jkey(n, akey(0, oxs), akey(0)), step="oracle")
     trainer = make_trainer(cfg, model=model, tok=tok, prompts=train_xs, simulator=users[spec.phase_at(0)])
+    marks = out / "trained_on.jsonl"; made = {r["step"]: r["key"] for r in _jsonl(marks)}   # what the checkpoints were trained on
+    last = max((s for s in made if s <= trainer.step), default=None)
+    if trainer.step and last is not None and made[last] != trained_on(last):
+        raise ValueError(f"{out}: the checkpoint of step {trainer.step} was trained on other inputs (train settings, training prompts, "
+                         f"user or phases) than this protocol's, so its answers would not be this protocol's. Fix: use a new output_dir.")
     per_step = cfg.batch_size * cfg.grad_accum
     bounds = sorted({s for s in range(every, spec.total_steps + 1, every)} | {spec.phase_start(i) for i in range(1, len(spec.phases))}
                     | {spec.total_steps})
-    while True:
-        step = trainer.step
-        ys = answers(out / "eval" / f"step-{step:06d}.jsonl", trainer.model, tok, eval_xs, **gen)
+    for step in [0] + bounds:
+        if step > trainer.step:                                    # train to this evaluation point (never across a phase start)
+            trainer.simulator = users[spec.phase_at(trainer.step)]
+            trainer.train(stop_after=step - trainer.step); trainer.save_checkpoint()
+            write_records(marks, dict(step=trainer.step, key=trained_on(trainer.step)))
+        ys = step_answers(step, trainer.model if step == trainer.step else None)   # an earlier step (resumed): read back
         for n in judged:
-            starts = [spec.phase_start(i) for i, p in enumerate(spec.phases) if persona_name(p["persona"]) == n]
-            ref = 0 if ev.get("reference", "base") == "base" else max([s for s in starts if s <= step], default=None)
-            if ref is None or (step, n) in done: continue
-            wr = win_rate(judges[n], eval_xs, ys, answers(out / "eval" / f"step-{ref:06d}.jsonl", None, tok, eval_xs, **gen))
-            rec = dict(step=step, interactions=step * per_step, persona=n, phase=spec.phase_at(max(step - 1, 0)),
-                       reference_step=ref, **wr.as_dict(), bootstrap_se=wr.bootstrap_se())
-            write_records(curves, rec); done.add((step, n))
-            if verbose: print(f"step {step:4d} ({step * per_step:5d} interactions) {n:30s} {wr}", flush=True)
-        if step >= spec.total_steps: break
-        trainer.simulator = users[spec.phase_at(step)]
-        trainer.train(stop_after=min(b for b in bounds if b > step) - step)
-        trainer.save_checkpoint()
-    return _jsonl(curves)
+            ref = 0 if ev.get("reference", "base") == "base" else arrival(n, step)
+            if ref is not None:
+                judge(n, ys, lambda: step_answers(ref, None), jkey(n, akey(step), akey(ref)), step=step,
+                      interactions=step * per_step, phase=spec.phase_at(max(step - 1, 0)), reference_step=ref)
+    if set(have) != set(keys): write_records(curves, [have[k] for k in keys], append=False)   # results of other inputs go
+    return [have[k] for k in keys]
 
-# %% ../nbs/09b_protocols.ipynb #7a9c1092
-def plot_curves(records: list[dict], ax=None, title: str = "", boundaries=()):
-    "Win rate (%) against interactions for each persona of `records` (curves.jsonl); `boundaries`: interactions to mark."
-    import matplotlib.pyplot as plt
-    ax = ax or plt.subplots(figsize=(5.5, 3.2), dpi=80)[1]
-    names = list(dict.fromkeys(r["persona"] for r in records))
-    for i, n in enumerate(names):
-        rs = sorted((r for r in records if r["persona"] == n and r["step"] != "oracle"), key=lambda r: r["step"])
-        x = [r["interactions"] for r in rs]; y = [100 * r["rate"] for r in rs]; e = [100 * r.get("bootstrap_se", r["se"]) for r in rs]
-        ax.plot(x, y, "o-", ms=3, color=f"C{i}", label=n)
-        ax.fill_between(x, [a - b for a, b in zip(y, e)], [a + b for a, b in zip(y, e)], color=f"C{i}", alpha=0.15, lw=0)
-        for r in records:
-            if r["persona"] == n and r["step"] == "oracle": ax.axhline(100 * r["rate"], ls="--", lw=1, color=f"C{i}", label=f"{n}: in-context oracle")
-    for b in boundaries: ax.axvline(b, color="k", ls=":", lw=0.8)
-    ax.axhline(50, color="0.7", lw=0.6); ax.set_ylim(0, 102)
-    ax.set_xlabel("interactions"); ax.set_ylabel("win rate (%)"); ax.legend(fontsize=7); ax.set_title(title, fontsize=9)
-    return ax
 
 # %% ../nbs/09b_protocols.ipynb #11768f77
 def offline_interactions(data: dict) -> list:
@@ -232,19 +244,21 @@ def run_offline(spec: Protocol, load: Callable | None = None, verbose: bool = Tr
     make = {"kl_to_base": lambda: kl_check(base, tok, held), "perplexity": lambda: perplexity_check(tok),
             "ifeval": lambda: ifeval_check(tok, max_tokens=ev.get("max_new_tokens", 256))}
     checks = {k: make[k]() for k in want}
-    recs_path = out / "checks.jsonl"; recs = _jsonl(recs_path)
-    if not any(r["step"] == 0 for r in recs): write_records(recs_path, rec := dict(step=0, **run_checks(base, checks))); recs.append(rec)
+    key = cache_key(dict(model=cfg.model, dtype=cfg.dtype), spec.train, spec.data, want, ev.get("max_new_tokens", 256),
+                    [it.to_dict() for it in held])             # what the checks depend on: a change means they are run again
+    recs_path = out / "checks.jsonl"; stored = _jsonl(recs_path); recs = [r for r in stored if r.get("key") == key]
+    if len(recs) < len(stored): write_records(recs_path, recs, append=False)   # results of other inputs go
+    def add(rec):
+        write_records(recs_path, rec := dict(rec, key=key)); recs.append(rec)
+        if verbose: print(" ".join(f"{k} {v:.4g}" for k, v in rec.items() if k != "key"), flush=True)
+    if not any(r["step"] == 0 for r in recs): add(dict(step=0, **run_checks(base, checks)))
     trainer = make_trainer(cfg, model=model, tok=tok, interactions=train_its, eval_interactions=held)
-    if trainer.step == 0 and not any("hindsight_kl" in r for r in recs if r["step"] == 0):
-        write_records(recs_path, rec := dict(step=0, hindsight_kl=trainer.evaluate())); recs.append(rec)
-    while trainer.step < trainer.total_steps:
-        trainer.train(stop_after=ev.get("every", trainer.total_steps))
-        trainer.save_checkpoint()
-        rec = dict(step=trainer.step, hindsight_kl=trainer.evaluate(), **run_checks(trainer.model, checks))
-        write_records(recs_path, rec); recs.append(rec)
-        if verbose: print(" ".join(f"{k} {v:.4g}" for k, v in rec.items()), flush=True)
-    before = {k: v for r in recs if r["step"] == 0 for k, v in r.items() if k != "step"}
-    after = {k: v for k, v in recs[-1].items() if k != "step"}
+    if trainer.step == 0 and not any("hindsight_kl" in r for r in recs if r["step"] == 0): add(dict(step=0, hindsight_kl=trainer.evaluate()))
+    while trainer.step < trainer.total_steps or recs[-1]["step"] != trainer.step:   # (a finished run: checked again if stale)
+        if trainer.step < trainer.total_steps: trainer.train(stop_after=ev.get("every", trainer.total_steps)); trainer.save_checkpoint()
+        add(dict(step=trainer.step, hindsight_kl=trainer.evaluate(), **run_checks(trainer.model, checks)))
+    before = {k: v for r in recs if r["step"] == 0 for k, v in r.items() if k not in ("step", "key")}
+    after = {k: v for k, v in recs[-1].items() if k not in ("step", "key")}
     report = dict(loss=cfg.loss, steps=trainer.total_steps, records=recs,
                   comparison=compare_checks(before, after, {**NO_REGRESSION_RULES, **ev.get("rules", {})}))
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -257,7 +271,13 @@ def run_protocol(spec, load: Callable | None = None, verbose: bool = True, **ove
     return (run_personalization if spec.protocol == "personalization" else run_offline)(spec, load=load, verbose=verbose)
 
 # %% ../nbs/09b_protocols.ipynb #537b7388
-H200 = dict(train_tflops=161.0, gen_tokens_per_s=2363.0, gen_params=0.596e9, memory_gb=139.0)   # measured, Qwen3-0.6B shape
+H200 = dict(train_tflops=161.0, gen_tokens_per_s=2363.0, gen_params=0.596e9, memory_gb=139.0)   # rates measured on one H200 for
+# a full hindsight step (and sampling) of a Qwen3-0.6B-shaped model, used as the estimate for every size
+OPTIMIZER_BYTES = {"adamw": 8, "adamw_8bit": 2, "auto": 2}   # state per parameter: two float32 moments, or two 8-bit ones
+
+def optimizer_state_bytes(train: dict) -> int:
+    "Optimizer-state bytes per parameter of a recipe's `train` section (`auto`: 8-bit AdamW, what it picks on a CUDA GPU)."
+    return OPTIMIZER_BYTES[train.get("optimizer", "auto")]
 
 def n_params(arch: dict) -> float:
     "Parameter count of a decoder from its dimensions (hidden, layers, ffn, vocab, heads, kv_heads, head_dim, tied)."

@@ -11,10 +11,10 @@ from typing import Callable, Protocol, runtime_checkable
 from .backends import BACKEND_KEYS, BackendError, CachedChat, make_backend
 
 # %% auto #0
-__all__ = ['PERSONAS', 'PERSONA_TITLES', 'USER_RULES', 'JUDGE_RULES', 'ORACLE_SUFFIX', 'RULE_PERSONAS', 'style_profile',
-           'persona_name', 'get_profile', 'request_text', 'user_messages', 'judge_messages', 'oracle_context',
-           'strip_thinking', 'LLMUser', 'UserSimulator', 'RuleBasedSimulator', 'rule_user', 'parse_verdict', 'LLMJudge',
-           'RewardJudge', 'rule_judge', 'make_simulator', 'make_judge']
+__all__ = ['PERSONAS', 'USER_RULES', 'JUDGE_RULES', 'ORACLE_SUFFIX', 'RULE_PERSONAS', 'style_profile', 'persona_name',
+           'get_profile', 'request_text', 'user_messages', 'judge_messages', 'oracle_context', 'strip_thinking',
+           'LLMUser', 'UserSimulator', 'RuleBasedSimulator', 'rule_user', 'parse_verdict', 'LLMJudge', 'RewardJudge',
+           'rule_judge', 'make_simulator', 'make_judge']
 
 # %% ../nbs/08b_simulators.ipynb #1c154b49
 PERSONAS = {
@@ -33,9 +33,6 @@ PERSONAS = {
                                     "and EXPERT-LEVEL responses. You want a structured, impersonal, and analytical "
                                     "presentation with complex sentence structures and sophisticated wording.",
 }
-PERSONA_TITLES = {"no_emojis": "Don't Like Emojis and Icons", "less_filler": "Less Filler Praise & Sycophancy",
-                  "direct_plain": "Answer Directly, Reduce Formatting", "concise_casual_beginner": "Concise/Casual/Beginner",
-                  "detailed_professional_expert": "Detailed/Professional/Expert"}
 
 # %% ../nbs/08b_simulators.ipynb #dd80f9a3
 _AXES = {"length": {"concise": "CONCISE", "detailed": "DETAILED"}, "tone": {"casual": "CASUAL", "professional": "PROFESSIONAL"},
@@ -149,8 +146,13 @@ class UserSimulator(Protocol):
 
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F1E6-\U0001F1FF]")
 _PRAISE = re.compile(r"^\W*(great|good|excellent|fantastic|what a (great|good)|certainly|absolutely|sure|of course)\b", re.I)
-_MARKDOWN = re.compile(r"(^|\n)\s*(#{1,6} |[-*] |\d+\. )|\*\*")
-_CLOSER = re.compile(r"(hope this helps|let me know if|feel free to|happy to help|any other questions)[^.!?]*[.!?]?\W*$", re.I)
+_MARKDOWN = re.compile(r"^[^\S\n]*(?:#{1,6} |[-*] |\d+\. )|\*\*", re.M)   # not \s*: a run of blank lines is read once
+_CLOSER = re.compile(r"hope this helps|let me know if|feel free to|happy to help|any other questions", re.I)
+
+def _signs_off(y: str) -> bool:
+    "Whether the last sentence of `y` holds a sign-off (`_CLOSER`), found in one pass over `y` (no backtracking)."
+    body = y[:len(y) - re.match(r"\W*", y[::-1]).end()]            # without the punctuation, emojis and space at the end
+    return bool(_CLOSER.search(body, max(body.rfind(c) for c in ".!?") + 1))
 
 @dataclass
 class RuleBasedSimulator:
@@ -173,14 +175,14 @@ class RuleBasedSimulator:
         if self.min_words is not None and n < self.min_words:
             out.append(f"That's too short. Give me a detailed, thorough answer of at least {self.min_words} words.")
         if self.no_markdown and _MARKDOWN.search(y): out.append("Plain text please, no markdown formatting.")
-        if self.no_closer and _CLOSER.search(y): out.append("Drop the sign-off at the end.")
+        if self.no_closer and _signs_off(y): out.append("Drop the sign-off at the end.")
         return out
 
     def score(self, y: str) -> float:
         "The known reward: minus the broken binary rules, minus the relative excess (or shortfall) of length."
         n, s = len(y.split()), 0.0
         s -= (self.no_filler_praise and bool(_PRAISE.search(y))) + (self.no_emojis and bool(_EMOJI.search(y)))
-        s -= (self.no_markdown and bool(_MARKDOWN.search(y))) + (self.no_closer and bool(_CLOSER.search(y)))
+        s -= (self.no_markdown and bool(_MARKDOWN.search(y))) + (self.no_closer and _signs_off(y))
         if self.max_words is not None: s -= max(0, n - self.max_words) / self.max_words
         if self.min_words is not None: s -= max(0, self.min_words - n) / self.min_words
         return float(s)
@@ -196,35 +198,52 @@ RULE_PERSONAS = {
     "detailed_professional_expert": dict(max_words=None, min_words=120, no_emojis=False, no_filler_praise=False),
 }
 
-def rule_user(persona: str, **overrides) -> RuleBasedSimulator:
-    "The rule-based stand-in for one of the paper's personas (`RULE_PERSONAS`), with keyword overrides."
-    if persona not in RULE_PERSONAS: raise KeyError(f"No rule-based user for {persona!r}; known: {sorted(RULE_PERSONAS)}.")
-    return RuleBasedSimulator(**{**RULE_PERSONAS[persona], **overrides})
+def rule_user(persona, **overrides) -> RuleBasedSimulator:
+    "The rule-based stand-in for a persona of `RULE_PERSONAS` (a list: every rule of each, the strictest lengths), with overrides."
+    names = list(persona) if isinstance(persona, (list, tuple)) else [persona]
+    if unknown := [p for p in names if p not in RULE_PERSONAS]:
+        raise KeyError(f"No rule-based user for {unknown}; known: {sorted(RULE_PERSONAS)}.")
+    users = [RuleBasedSimulator(**RULE_PERSONAS[p]) for p in names]
+    limit = lambda pick, k: pick([v for u in users if (v := getattr(u, k)) is not None], default=None)
+    rules = {k: any(getattr(u, k) for u in users) for k in ("no_emojis", "no_filler_praise", "no_markdown", "no_closer")}
+    return RuleBasedSimulator(**{**rules, "max_words": limit(min, "max_words"), "min_words": limit(max, "min_words"), **overrides})
 
 # %% ../nbs/08b_simulators.ipynb #2fff2215
 _L = r"([ABC]\b|[abc](?=\s*(?:$|[.,;:!)\]])))"
-_VERDICT_RULES = [
-    re.compile(r"^\W*([ABCabc])\W*$"),
-    re.compile(r"^\(?([ABC])\)?\s*(?:[.:)\-,]|$)"),
-    re.compile(r"\b(?:final answer|answer|verdict|choice|decision|preference|winner|output)\s*(?:is)?\s*[:=\-]?\s*"
-               r"\(?(?:response|option)?\s*" + _L, re.I),
-    re.compile(r"\bprefer(?:red|s)?\s+(?:response|option|answer)?\s*\(?" + _L + r"|\b(?:response|option)\s+\(?([ABC])\)?\s+"
-               r"(?:is|was|seems|matches)\s+(?:the\s+)?(?:better|preferred|more|closer|best)|\b([ABC])\s+is\s+(?:the\s+)?(?:better|preferred|best)", re.I),
-    re.compile(r"\b(tie|tied|equal(?:ly)?|neither|uncertain)\b", re.I),
-    re.compile(r"\b(?:response|option)\s+\(?([ABC])\b", re.I),
+_NOT = r"(?:not|dont|doesnt|wouldnt|never)\s+"           # (quote marks are removed before the rules run: don't -> dont)
+_VERDICT_RULES = [   # (rule, whether the letter it finds is the one *not* chosen), in order of confidence; words in any case
+    [(re.compile(r"^\W*([ABCabc])\W*$"), False)],
+    [(re.compile(r"^\(?([ABC])\)?\s*(?:[.:)\-,]|$)"), False)],
+    [(re.compile(r"(?i:\b(?:final answer|answer|verdict|choice|decision|preference|winner|output)\s*(?:is)?\s*[:=\-]?\s*\(?"
+                 r"(?:response|option)?\s*)" + _L), False)],
+    [(re.compile(r"(?<!not\s)(?<!dont\s)(?i:\bprefer(?:red|s)?\s+(?:response\s+|option\s+|answer\s+)?)\(?" + _L + r"|(?i:\b(?:response"
+                 r"|option)\s+)\(?([ABCabc])\)?(?i:\s+(?:is|was|seems|matches)\s+(?:the\s+)?(?:better|preferred|more|closer|best))"
+                 r"|\b([ABC])(?i:\s+is\s+(?:the\s+)?(?:better|preferred|best))"), False),
+     (re.compile(r"(?i:\b(?:response|option)\s+)?\(?\b([AB])\)?(?i:\s+(?:is|was|seems)\s+(?:clearly\s+|much\s+|far\s+|slightly\s+)?"
+                 r"(?:the\s+)?(?:worse|weaker|inferior|less\b|not\s+(?:as\s+good|better|preferred)))|(?i:\b" + _NOT + r"prefer\s+"
+                 r"(?:response\s+|option\s+)?)\(?([AB])\b"), True)],
+    [(re.compile(r"\b(tie|tied|equal(?:ly)?|neither|uncertain)\b", re.I), False)],
+    [(re.compile(r"(?i:\b(?:response|option)\s+)\(?([ABCabc])\b"), False)],
 ]
+_QUOTED = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|\"[^\"\n]*\"|“[^”\n]*”|‘[^’\n]*’")   # a quoted format or example, not a decision
 
-def parse_verdict(text: str, official: bool = False) -> str | None:
-    "'A', 'B' or 'C' read from a judge's answer, or None when it says none clearly (`official`: first A/B/C character)."
-    if official:
-        m = re.search(r"[ABC]", text or "")
-        return m.group(0) if m else None
-    t = re.sub(r"[*_`#>\"'“”]", "", strip_thinking(text or "")).strip()
-    for i, rule in enumerate(_VERDICT_RULES):
-        found = {next(g for g in m.groups() if g).upper() for m in rule.finditer(t)}
+def _read_verdict(t: str) -> str | None:
+    t = re.sub(r"[*_`#>\"'“”‘’]", "", t).strip()
+    for i, level in enumerate(_VERDICT_RULES):
+        found = {({"A": "B", "B": "A"}[v] if flip else v) for rule, flip in level for m in rule.finditer(t)
+                 for v in [next(g for g in m.groups() if g).upper()]}
         if i == 4 and found: return "C"
         if len(found) == 1: return found.pop()
     return None
+
+def parse_verdict(text: str, official: bool = False) -> str | None:
+    "'A', 'B' or 'C': the decision a judge's answer states, or None when it states none clearly (`official`: the first A/B/C)."
+    if official:                                  # the official rule: the first A, B or C of the upper-cased answer
+        m = re.search(r"[ABC]", (text or "").upper())
+        return m.group(0) if m else None
+    t = strip_thinking(text or "")
+    return _read_verdict(_QUOTED.sub(" ", t)) or _read_verdict(t)   # quoted text last: "'Output: B'. I prefer A." is A
+
 
 # %% ../nbs/08b_simulators.ipynb #9da5ca52
 class LLMJudge:

@@ -118,7 +118,7 @@ def test_filter_report_counts_every_skip():
         {"conversation": alternating(5), "language": "German"},                             # language
         {"conversation": alternating(5)},                                                   # language missing
         {"conversation": [u("hi"), a("ok"), u("q"), a("")], "language": "en"},              # empty msg dropped: kept, 1
-        {"conversation": [u("hi"), a(""), u("q"), a("r"), u("s")], "language": "English"},  # after drop: u u -> same role
+        {"conversation": [u("hi"), a(""), u("q"), a("r"), u("s")], "language": "English"},  # after drop: u u: kept, 1 (official)
         {"conversation": [u("hi"), {"role": "tool", "content": "{}"}, u("q")], "language": "English"},  # unknown role
         {"conversation": [u("hi"), a(3), u("q")], "language": "English"},                   # non-string
         {"conversation": [u("q"), a("r")], "language": "English"},                          # too few
@@ -130,14 +130,14 @@ def test_filter_report_counts_every_skip():
     ]
     rep = FilterReport("t")
     its = list(filter_interactions(recs, WILDCHAT_FILTERS, report=rep))
-    assert (rep.seen, rep.kept, rep.interactions, len(its)) == (13, 3, 4, 4)
-    assert dict(rep.skipped) == {"language": 2, "consecutive_same_role": 1, "unknown_role": 1, "non_string_message": 1,
+    assert (rep.seen, rep.kept, rep.interactions, len(its)) == (13, 4, 5, 5)
+    assert dict(rep.skipped) == {"language": 2, "unknown_role": 1, "non_string_message": 1,
                                  "too_few_messages": 1, "assistant_message_too_long": 1, "user_message_too_long": 1,
                                  "total_too_long": 1, "not_a_conversation": 1}
-    assert dict(rep.messages_dropped) == {"empty_message": 1, "leading_assistant": 1}
+    assert dict(rep.messages_dropped) == {"empty_message": 2, "leading_assistant": 1}
     assert rep.seen == rep.kept + rep.n_skipped
     s = str(rep)
-    assert "13 conversations seen, 3 kept, 10 skipped; 4 interactions" in s and "consecutive_same_role" in s
+    assert "13 conversations seen, 4 kept, 9 skipped; 5 interactions" in s and "user_message_too_long" in s
 
 
 def test_filter_options():
@@ -159,6 +159,25 @@ def test_filter_options():
     assert dict(rep.skipped) == {"no_followup": 2} and rep.kept == 0
     with pytest.raises(ValueError, match="consecutive_same_role must be"):
         Filters(consecutive_same_role="merge")
+
+
+def test_same_role_runs_follow_the_official_scripts_by_default():
+    "h,g,h,h,g,h: the official scripts keep it and give 2 interactions (the repeat is left out of the history); 'skip' gives 0."
+    h, g = u, a
+    conv = {"conversation": [h("h1"), g("g1"), h("h2"), h("h3"), g("g2"), h("h4")], "language": "en"}
+    its = list(filter_interactions([conv]))
+    assert [([m["content"] for m in it.x], it.y, it.o) for it in its] == [(["h1"], "g1", "h2"), (["h1", "g1", "h2"], "g2", "h4")]
+    for mode, n in (("history", 2), ("drop", 2), ("skip", 0)):
+        rep = FilterReport(); assert len(list(filter_interactions([conv], Filters(consecutive_same_role=mode), report=rep))) == n
+    assert dict(rep.skipped) == {"consecutive_same_role": 1}
+    # an assistant run: the second answer follows an assistant message, so it yields no interaction ('drop' instead pairs the
+    # first answer with the reply to the second); a history is cut to its window first, then loses its repeats
+    two = {"conversation": [h("h1"), g("g1"), g("g2"), h("h2"), g("g3"), h("h3")], "language": "en"}
+    assert [(it.y, it.o, [m["content"] for m in it.x]) for it in filter_interactions([two])] == [("g3", "h3", ["h1", "g1", "h2"])]
+    assert [it.y for it in filter_interactions([two], Filters(consecutive_same_role="drop"))] == ["g1", "g3"]
+    long = {"conversation": [h("a"), h("b"), g("c"), h("d"), g("e"), h("f"), g("y"), h("o")], "language": "en"}
+    assert [m["content"] for m in list(filter_interactions([long], max_history=5))[-1].x] == ["b", "c", "d", "e", "f"]
+    assert [m["content"] for m in list(filter_interactions([long], max_history=6))[-1].x] == ["a", "c", "d", "e", "f"]
 
 
 def test_stopping_rules():
@@ -310,7 +329,7 @@ BAD_LINES = [
     ("content not text", json.dumps({"conversation": [u("hi"), {"role": "assistant", "content": ["a"]}, u("x")]}),
      "non_string_message", ["not str"]),
     ("roles do not alternate", json.dumps({"conversation": [u("hi"), u("again"), a("x"), u("y")]}), "consecutive_same_role",
-     ["both 'user' messages", "consecutive_same_role='drop'"]),
+     ["both 'user' messages", "consecutive_same_role='history'"]),
     ("roles do not alternate in x", json.dumps({"x": [u("hi"), u("again")], "y": "a", "o": "b"}), "consecutive_same_role", ["both 'user'"]),
     ("system in the middle", json.dumps({"conversation": [u("hi"), {"role": "system", "content": "S"}, a("x"), u("y")]}),
      "system_not_first", ["only the first message"]),

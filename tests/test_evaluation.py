@@ -142,3 +142,21 @@ def test_run_and_compare_checks():
     assert rows["kl_to_base"]["ok"] and not rows["perplexity"]["ok"] and rows["ifeval.prompt_loose"]["ok"]
     assert rows["drift"]["ok"] is False and math.isnan(rows["drift"]["before"]) is True
     with pytest.raises(ValueError, match="direction"): compare_checks(before, after, {"perplexity": ("down", 1)})
+
+
+def test_one_win_curve_plot_reads_protocol_records_and_toy_histories():
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from hindsight_ref.evaluation import plot_win_curves
+    recs = [dict(step=s, interactions=8 * s, persona="p", rate=r, se=0.05, bootstrap_se=0.06) for s, r in ((3, 0.7), (0, 0.5))]
+    recs += [dict(step="oracle", persona="p", rate=0.9, se=0.02), dict(step=0, interactions=0, persona="q", rate=0.4, se=0.1)]
+    ax = plot_win_curves(recs, boundaries=[12, 20])
+    assert [list(l.get_ydata()) for l in ax.lines if l.get_label() in ("p", "q")] == [[50, 70], [40]]   # sorted by interactions
+    assert [l.get_label() for l in ax.lines].count("p: in-context oracle") == 1
+    assert sum(list(l.get_xdata()) in ([12, 12], [20, 20]) for l in ax.lines) == 2
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]                      # the bootstrap se (6 points), not the analytic one
+    assert np.isclose(band.min(), 44) and np.isclose(band.max(), 76)
+    fig, ax2 = plt.subplots()
+    assert plot_win_curves({"t": ([{"interactions": 0, "w": 0.5}, {"interactions": 10}], "w")}, {"t": 0.8}, ax=ax2) is ax2
+    assert list(ax2.lines[0].get_ydata()) == [50] and not ax2.collections        # a record without the key is skipped; no band
+    plt.close("all")

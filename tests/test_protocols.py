@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from hindsight_ref.protocols import (H200, Protocol, estimate_resources, make_prompts, n_params, plot_curves, run_personalization, run_protocol)
+from hindsight_ref.protocols import (H200, Protocol, estimate_resources, make_prompts, n_params, run_personalization, run_protocol)
+from hindsight_ref.evaluation import plot_win_curves
 from hindsight_ref.trainers import recipes_dir
+from hindsight_ref.data import read_records
 
 TINY_TRAIN = dict(model="tiny", lr=1e-3, schedule="constant", warmup_ratio=0.0, batch_size=2, grad_accum=1, max_new_tokens=8,
                   center=True, max_grad_norm=1.0, keep_checkpoints=1)
@@ -31,6 +33,24 @@ def test_prompts_are_disjoint_and_seeded():
     with pytest.raises(ValueError, match="Unknown prompt source"): make_prompts("nowhere")
 
 
+def test_held_out_prompts_come_from_the_validation_split(monkeypatch):
+    import hindsight_ref.protocols as P
+    pools = {"train": [f"t{k}" for k in range(10)] + ["Seen  before"], "validation": ["seen before"] + [f"v{k}" for k in range(5)]}
+    monkeypatch.setattr(P, "prompt_texts", lambda source, split="train", max_chars=None: list(pools[split]))
+    tr, ev = P.make_prompts("tldr", train_n=6, eval_n=5)
+    assert {x[-1]["content"][0] for x in tr} <= {"t", "S"} and sorted(x[-1]["content"] for x in ev) == [f"v{k}" for k in range(5)]
+    assert tr[0][0] == {"role": "system", "content": P.TLDR_SYSTEM}
+    with pytest.raises(ValueError, match="5 held-out prompts"): P.make_prompts("tldr", train_n=6, eval_n=6)   # a training prompt is not one
+
+
+def test_tldr_length_limit_counts_the_suffix(monkeypatch):
+    import datasets
+    from hindsight_ref.protocols import TLDR_SUFFIX, prompt_texts
+    rows = [{"info": {"post": "a" * 1015}}, {"info": {"post": "b" * 1016}}, {"info": {"post": "a" * 1015}}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    assert [len(p) for p in prompt_texts("tldr", "validation")] == [1015] and len("a" * 1015 + TLDR_SUFFIX) == 1023
+
+
 BOTH = ["concise_casual_beginner", "detailed_professional_expert"]
 
 
@@ -53,7 +73,37 @@ def test_personalization_switches_the_user_and_resumes(tmp_path):
     # interrupted after phase 1, then resumed: the same records
     run_personalization(_flip(tmp_path / "b", phases=_flip(tmp_path).phases[:1]), verbose=False)
     assert json.dumps(run_personalization(_flip(tmp_path / "b"), verbose=False)) == json.dumps(full)
-    ax = plot_curves(full, boundaries=[2]); assert ax.get_xlabel() == "interactions"
+    ax = plot_win_curves(full, boundaries=[2]); assert ax.get_xlabel() == "interactions"
+
+
+def _counts(recs): return [(r["step"], r["persona"], r["wins"], r["losses"], r["ties"]) for r in recs]
+
+
+def test_a_changed_judge_or_eval_prompt_set_is_a_cache_miss(tmp_path):
+    "A rerun after changing the judge or the held-out prompts gives what a fresh run gives, never the stored curves."
+    one = lambda out, **kw: _flip(out, **{"phases": [{"persona": "concise_casual_beginner", "steps": 1}], "train": {**TINY_TRAIN, "lr": 0.05},
+                                          "prompts": dict(source="fixtures", train_n=4, eval_n=6), **kw})
+    first = run_personalization(one(tmp_path / "r"), verbose=False)
+    strict = {"kind": "rule", "max_words": 1}                        # prefers the shorter answer wherever the lengths differ
+    again, fresh = (run_personalization(one(tmp_path / d, judge=strict), verbose=False) for d in ("r", "f"))
+    assert _counts(again) == _counts(fresh) != _counts(first)
+    assert [json.loads(l)["key"] for l in (tmp_path / "r" / "curves.jsonl").read_text().splitlines()] == [r["key"] for r in again]
+    fewer = dict(source="fixtures", train_n=4, eval_n=5)               # the same training prompts, other held-out prompts
+    again, fresh = (run_personalization(one(tmp_path / d, judge=strict, prompts=fewer), verbose=False) for d in ("r", "g"))
+    assert _counts(again) == _counts(fresh) and all(r["wins"] + r["losses"] + r["ties"] == 5 for r in again)
+    xs = lambda d: [r["x"] for _, r in read_records(tmp_path / d / "eval" / "step-000001.jsonl")]
+    assert xs("r") == xs("g") and len(xs("r")) == 5
+    with pytest.raises(ValueError, match="trained on other inputs"):   # a checkpoint trained with another user is not reused
+        run_personalization(one(tmp_path / "r", judge=strict, prompts=fewer, user={"kind": "rule", "max_words": 3}), verbose=False)
+
+
+def test_a_changed_check_set_is_run_again(tmp_path):
+    base = dict(protocol="offline", train=dict(model="tiny", lr=1e-3, schedule="constant", warmup_ratio=0.0, batch_size=2, grad_accum=1,
+                                               max_steps=1), data=dict(source="fixtures", eval_size=2), output_dir=str(tmp_path))
+    run_protocol(Protocol(**base, eval=dict(every=1, checks=["kl_to_base"])), verbose=False)
+    rep = run_protocol(Protocol(**base, eval=dict(every=1, checks=["kl_to_base", "perplexity"])), verbose=False)
+    assert {r["name"] for r in rep["comparison"]} == {"kl_to_base", "perplexity", "hindsight_kl"}
+    assert all(r["before"] == r["before"] and r["after"] == r["after"] for r in rep["comparison"] if r["name"] == "perplexity")   # not NaN
 
 
 def test_reference_phase_start_judges_each_persona_from_its_arrival(tmp_path):
@@ -62,6 +112,28 @@ def test_reference_phase_start_judges_each_persona_from_its_arrival(tmp_path):
     assert ref == {(0, "concise_casual_beginner"): 0, (1, "concise_casual_beginner"): 0, (2, "concise_casual_beginner"): 0,
                    (1, "detailed_professional_expert"): 1, (2, "detailed_professional_expert"): 1}
     assert all(r["ties"] == 2 for r in recs if r["step"] == r["reference_step"])   # a model against its own answers
+
+
+def test_an_accumulating_user_keeps_the_earlier_persona_and_each_is_judged_from_its_arrival(tmp_path):
+    C, D = BOTH
+    both = [{"persona": C, "steps": 1}, {"persona": [C, D], "steps": 1}]      # Fig. 6 as the recipe reads it
+    recs = run_personalization(_flip(tmp_path, phases=both, eval=dict(every=1, max_new_tokens=8, reference="phase_start")), verbose=False)
+    assert {(r["step"], r["persona"]): r["reference_step"] for r in recs} == {(0, C): 0, (1, C): 0, (2, C): 0, (1, D): 1, (2, D): 1}
+    logged = [r for _, r in read_records(tmp_path / "train" / "interactions.jsonl")]
+    assert all("too short" in r["o"] for r in logged if r["step"] == 2)     # the second user has both personas' rules
+    assert not any("too short" in r["o"] for r in logged if r["step"] == 1)
+
+
+def test_recipe_estimates_count_the_optimizer_they_set():
+    "Each GPU recipe's memory estimate holds the state of the optimizer it configures, and fits one H200 with it."
+    from hindsight_ref.protocols import optimizer_state_bytes
+    for p in RECIPES:
+        spec = Protocol.from_yaml(p)
+        if not spec.estimate: continue
+        assert spec.estimate["optimizer_gb"] == pytest.approx(optimizer_state_bytes(spec.train) * spec.estimate["params_b"], abs=0.05), p.name
+        assert spec.estimate["total_gb"] < H200["memory_gb"], p.name
+        header = p.read_text().split("\nprotocol:")[0]
+        assert f"{spec.estimate['total_gb']:.0f} GB peak" in header, p.name      # the header states the same figure
 
 
 def test_offline_protocol_and_sft_baseline(tmp_path):

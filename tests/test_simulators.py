@@ -1,14 +1,16 @@
 "Simulated users and judges: the paper's prompts, the verdict parser, record/replay, the endpoint client against a local server."
 import json
+import re
 import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from hindsight_ref.backends import (BackendError, CachedChat, ChatCache, OpenAIChat, TransformersChat, make_backend)
-from hindsight_ref.simulators import (PERSONAS, LLMJudge, LLMUser, RewardJudge, RuleBasedSimulator, judge_messages, make_judge,
+from hindsight_ref.simulators import (PERSONAS, RULE_PERSONAS, LLMJudge, LLMUser, RewardJudge, RuleBasedSimulator, judge_messages, make_judge,
                                       make_simulator, oracle_context, parse_verdict, rule_judge, rule_user, style_profile,
                                       user_messages)
 
@@ -85,15 +87,20 @@ VERDICTS = [("A", "A"), ("B.", "B"), ("**A**", "A"), ("Answer: B", "B"), ("I pre
             ("Both are equally good.", "C"), ("Response A is more casual than Response B, so I prefer Response A.", "A"),
             ("  a.  ", "A"), ("Verdict - C", "C"), ("I cannot decide", None), ("", None), ("<think>Response A uses", None),
             ("A or B", None), ("A response with emojis is worse", None)]
+# the decision, not the first letter named (the first seven were read otherwise before); a quoted verdict still counts
+DECISIONS = [("Response B is worse.", "A"), ("The format asks for 'Output: B'. I prefer A.", "A"), ("B is clearly worse than A.", "A"),
+             ("Response A is not as good as Response B.", "B"), ("I do not prefer A.", "B"), ("I don't prefer response B", "A"),
+             ("I prefer a shorter answer", None), ('Final verdict: "B"', "B")]
 
 
-@pytest.mark.parametrize("text,want", VERDICTS)
+@pytest.mark.parametrize("text,want", VERDICTS + DECISIONS)
 def test_parse_verdict(text, want):
     assert parse_verdict(text) == want
 
 
 def test_official_first_letter_rule_differs_where_expected():
-    assert parse_verdict("Answer: B", official=True) == "A" and parse_verdict("b", official=True) is None
+    assert parse_verdict("Answer: B", official=True) == "A" and parse_verdict("b", official=True) == "B"   # upper-cased first
+    assert parse_verdict("Response B is worse.", official=True) == "B" and parse_verdict("I cannot decide", official=True) == "C"
 
 
 class Counting:
@@ -278,6 +285,33 @@ def test_make_backend_loads_lazily_and_once(tmp_path, tiny):
 
 
 # ---- rule-based users and judges -----------------------------------------------------------------------
+# the rule user's markdown and sign-off rules as they were: right, but quadratic on long runs of blank lines or sign-offs
+OLD_MARKDOWN = re.compile(r"(^|\n)\s*(#{1,6} |[-*] |\d+\. )|\*\*")
+OLD_CLOSER = re.compile(r"(hope this helps|let me know if|feel free to|happy to help|any other questions)[^.!?]*[.!?]?\W*$", re.I)
+PIECES = ["\n", " ", "\t", "\r", "\u00a0", "# ", "## ", "- ", "* ", "1. ", "**", "x", "Word", ".", "!", "?", ",", "😊",
+          "hope this helps", "Let me know if", "feel free to"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=12).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_one_pass_rules_read_as_the_old_ones(y):
+    from hindsight_ref.simulators import _MARKDOWN, _signs_off
+    assert bool(_MARKDOWN.search(y)) == bool(OLD_MARKDOWN.search(y)) and _signs_off(y) == bool(OLD_CLOSER.search(y))
+
+
+RULE_OF = {"Skip the flattery": "praise", "Please don't use emojis": "emoji", "That's way too long": "long", "That's too short": "short",
+           "Plain text please": "markdown", "Drop the sign-off": "sign-off"}
+
+
+def test_rule_users_answer_a_huge_answer():
+    "64,000 newlines, or sign-offs without an ending: each rule user answers what its rules say (bench_rule_users.py: in linear time)."
+    fired = lambda p, y: [next(r for k, r in RULE_OF.items() if c.startswith(k)) for c in rule_user(p).complaints(y)]
+    blank, signs, heading = "\n" * 64_000, "hope this helps " * 4_000 + ".x", "\t\n" * 32_000 + "# heading"
+    assert {p: fired(p, blank) for p in RULE_PERSONAS} == {p: ["short"] if p == "detailed_professional_expert" else [] for p in RULE_PERSONAS}
+    assert [fired(p, signs) for p in ("less_filler", "direct_plain", "concise_casual_beginner")] == [[], ["long"], ["long"]]
+    assert fired("direct_plain", heading) == ["markdown"] and fired("less_filler", signs + " Hope this helps!") == ["sign-off"]
+
+
 def test_rule_users_and_judges():
     assert rule_user("no_emojis")(X, "Nine minutes 🥚") == "Please don't use emojis."
     assert rule_user("less_filler")(X, "Great question! Nine. Let me know if you need more.") == \

@@ -5,7 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hindsight_ref.data import Interaction
+from hindsight_ref.data import Interaction, fixture_file
+from hindsight_ref.evaluation import plot_win_curves
 from hindsight_ref.toyworld import world as w, model as wm, experiments as ex
 
 styles = st.fixed_dictionaries({a: st.booleans() for a in w.ATTRS})
@@ -17,6 +18,16 @@ def test_style_round_trip(style, seed, topic, kind):
     rng = random.Random(seed)
     req = w.Request(kind, topic, w.REQUESTS[kind][0].format(t=topic))
     assert w.parse_style(w.render_response(req, style, rng)) == style
+
+
+def test_the_world_is_pure_python():
+    "Importing the world (and the users and judges it builds on) and using its personas and judges loads neither torch nor transformers."
+    import subprocess, sys
+    code = ("import sys; import hindsight_ref.toyworld.world as w; from hindsight_ref import simulators; "
+            "w.world_judge('no_emojis')('q', 'sure .', 'perfect !'); w.world_persona('less_filler').profile; "
+            "print(sorted(m for m in ('torch', 'transformers', 'hindsight_ref.models', 'hindsight_ref.contexts') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
 
 
 def test_render_needs_every_attribute():
@@ -187,7 +198,7 @@ def test_plot_helpers_draw_from_the_library():
     heights = [[round(float(p.get_height()), 6) for p in bars] for bars in ax.containers]
     assert heights == [[round(rates[a], 6) for a in w.ATTRS], [0.8] * 6, [0.9] * 6]
     hist = [{"interactions": 0, "w": 0.5}, {"interactions": 50, "w": 0.9}]
-    ax = ex.plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, flip_at=50)
+    ax = plot_win_curves({"lf": (hist, "w")}, {"lf": 0.95}, boundaries=[50])
     assert list(ax.lines[0].get_ydata()) == [50, 90] and any(list(l.get_ydata()) == [95, 95] for l in ax.lines)
     ax = ex.plot_win_vs_drift([dict(variant="v", win=0.9, max_drift=0.05), dict(variant="w", win=0.97, max_drift=0.3)])
     assert [c.get_offsets().tolist() for c in ax.collections[:2]] == [[[0.05, 90.0]], [[0.3, 97.0]]]
@@ -198,6 +209,7 @@ def test_plot_helpers_draw_from_the_library():
 def test_shipped_checkpoint_matches_the_code(world):
     "The shipped world model was trained with PRETRAIN_DEFAULTS (also pretrain_world's defaults), on today's vocabulary."
     import inspect, json
+    assert wm.FIXTURE_DIR == fixture_file("toyworld")                    # found through the one fixture finder
     meta = json.loads((wm.FIXTURE_DIR / "world.json").read_text())
     assert {k: meta[k] for k in wm.PRETRAIN_DEFAULTS} == wm.PRETRAIN_DEFAULTS
     sig = inspect.signature(wm.pretrain_world)

@@ -20,7 +20,7 @@ from .model import (load_world, world_answers, world_prompts, style_rates, plain
 
 # %% auto #0
 __all__ = ['WORLD_VARIANTS', 'plot_reward_scatter', 'world_config', 'world_trainer', 'train_and_evaluate', 'WorldEvaluator',
-           'plot_win_curves', 'attribute_drift', 'sweep_variants', 'plot_win_vs_drift', 'offline_contrast']
+           'attribute_drift', 'sweep_variants', 'plot_win_vs_drift', 'offline_contrast']
 
 # %% ../../nbs/10c_toyworld.ipynb #a1219a1f
 def plot_reward_scatter(sig_rel: list, sig_unr: list, persona, ax=None, seed: int = 0):
@@ -89,19 +89,6 @@ class WorldEvaluator:
         "In-context oracle: the model with the persona's wishes stated in the request, judged against the base answers."
         p = world_persona(persona)
         return win_rate(world_judge(p), self.xs, self.responses(model, stated=p.wanted()), self.ref).rate
-
-# %% ../../nbs/10c_toyworld.ipynb #b0069dfb
-def plot_win_curves(histories: dict, oracle: dict | None = None, ax=None, flip_at=None, title="",
-                    ylabel: str = "win rate vs base (%)"):
-    "Win rates over interactions; `histories` maps a label to (history, key), `oracle` a label to a dashed level."
-    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
-    for i, (label, (hist, key)) in enumerate(histories.items()):
-        ax.plot([h["interactions"] for h in hist], [100 * h[key] for h in hist], "o-", ms=3, color=f"C{i}", label=label)
-        if oracle and label in oracle: ax.axhline(100 * oracle[label], ls="--", color=f"C{i}", lw=1, label=f"{label}: in-context oracle")
-    if flip_at: ax.axvline(flip_at, color="k", lw=0.6, ls=":")
-    ax.axhline(50, color="0.7", lw=0.6); ax.set_ylim(0, 102); ax.set_xlabel("interactions"); ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7); ax.set_title(title, fontsize=9)
-    return ax
 
 # %% ../../nbs/10c_toyworld.ipynb #225f7227
 def attribute_drift(model, tok, base_rates: dict, persona, n: int = 512, seed: int = 4321) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random, re
 from dataclasses import dataclass
 
-from ..contexts import get_template
 from ..simulators import get_profile, RewardJudge
 
 # %% auto #0
@@ -136,6 +135,7 @@ def world_conversation(rng: random.Random, mix: dict | None = None, template="pa
         if rng.random() < noise: a = rng.choice(list(w)); s2[a] = rng.random() < 0.5
     elif r2 < 0.85: o = rng.choice(APPROVALS)
     else: o = make_request(rng, topics).text
+    from hindsight_ref.contexts import get_template   # the teacher's wording (contexts needs torch: imported at the call)
     return [user(req.text + get_template(template).hindsight_block(o)), asst(s2)]
 
 # %% ../../nbs/10a_world.ipynb #f008b863
