@@ -127,8 +127,6 @@ def test_the_layering_checks_can_fail():
 
 
 # ---- (c) the toy world's pure-Python part -----------------------------------------------------------------------------------
-@pytest.mark.xfail(reason="toyworld/world.py still imports simulators -> backends -> models (torch); the branch that makes the "
-                          "world's grammar pure Python removes that import", strict=False)
 def test_the_toy_world_grammar_loads_no_torch():
     code = "import sys, hindsight_ref.toyworld.world; print(json.dumps(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT, check=True)
