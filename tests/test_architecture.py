@@ -4,7 +4,6 @@ and the online step never re-encodes the completion it sampled."""
 import ast, copy, json, os, subprocess, sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "hindsight_ref"
