@@ -97,7 +97,7 @@ def sampled_loss(est: Estimator, z, logp_teacher, mask, draws) -> torch.Tensor:
     ls, lt = gather_draws(z.log_softmax(-1), draws), gather_draws(logp_teacher.detach(), draws)
     return surrogate_loss(est, ls.flatten(0, 1), lt.flatten(0, 1), mask.expand(R, *mask.shape).flatten(0, 1))
 
-# %% ../nbs/21_estimators.ipynb #03c9709f
+# %% ../nbs/21_estimators.ipynb #4f7b3e72
 def expected_sampled_loss(est: Estimator, z, logp_teacher, mask) -> torch.Tensor:
     "A loss whose gradient is the exact expectation of a sampled estimator over c_i ~ pi(.|x, y<i), positions drawn independently."
     ls = z.log_softmax(-1)
@@ -124,8 +124,8 @@ def logit_gradient(est: Estimator, z, logp_teacher, mask, draws=None) -> torch.T
 def sample_draws(z, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "n tokens per position from softmax(z), independently: [n, B, T] (the logged prefix stays; only the scored token is drawn)."
     B, T, V = z.shape
-    p = z.detach().double().softmax(-1).reshape(B * T, V)
-    return torch.multinomial(p, n, replacement=True, generator=generator).T.reshape(n, B, T)
+    p = z.detach().double().softmax(-1).reshape(B * T, V).cpu()          # drawn on the CPU: one seeded stream on any device
+    return torch.multinomial(p, n, replacement=True, generator=generator).T.reshape(n, B, T).to(z.device)
 
 # %% ../nbs/21_estimators.ipynb #a7d3e1d2
 @dataclass

@@ -165,7 +165,7 @@ def verdict(token_stats: dict, control: str = "unrelated") -> str:
         return f"does not read hindsight: the {control} follow-up moves y more than the real one, real/{control} {ci}"
     return f"does not separate real from {control} follow-ups: {ci}"
 
-# %% ../nbs/13_probe.ipynb #284277ec
+# %% ../nbs/13_probe.ipynb #4a14fbeb
 @dataclass
 class ProbeReport:
     "What the probe measured: statistics with intervals per template and control, the verdict and the rule behind it."
@@ -210,11 +210,10 @@ class ProbeReport:
     def table(self) -> str:
         "The statistics as a text table, each value with its interval."
         f = lambda d: "-" if d is None else f"{_g(d['estimate'])} [{_g(d['low'])}, {_g(d['high'])}]"
-        head = (f"{'template':<13}{'control':<10}{'mean|A| real/ctrl':>22}{'share real>ctrl':>21}{'|sum A| real/ctrl':>22}"
-                f"{'sum A<0 crit. real':>21}{'... ctrl':>21}")
-        return "\n".join([head] + [f"{r['template']:<13}{r['control']:<10}{f(r['token_ratio']):>22}{f(r['token_share']):>21}"
-                                   f"{f(r['seq_ratio']):>22}{f(r['negative_real']):>21}{f(r['negative_control']):>21}"
-                                   for r in self.rows()])
+        cols = ("mean|A| real/ctrl", "share real>ctrl", "|sum A| real/ctrl", "sum A<0 crit. real", "... ctrl")
+        keys = ("token_ratio", "token_share", "seq_ratio", "negative_real", "negative_control")
+        return "\n".join([f"{'template':<13}{'control':<10}" + "".join(f"{c:>24}" for c in cols)] +
+                         [f"{r['template']:<13}{r['control']:<10}" + "".join(f"{f(r[k]):>24}" for k in keys) for r in self.rows()])
 
     def __repr__(self): return f"ProbeReport({self.model!r}: {self.verdict})"
 
