@@ -342,33 +342,41 @@ def estimator_table(res: dict) -> str:
                    f"{r['cosine_reverse']:>8.3f}{r.get('ms', math.nan):>8.1f}{r.get('peak_mb', math.nan):>9.1f}{r.get('teacher_numbers', 0):>10,}")
     return "\n".join([head] + [f(r) for r in res["rows"]])
 
-# %% ../nbs/21_estimators.ipynb #eac1388d
-def plot_estimators(res: dict, ax=None, floor: float = 1e-4, title: str = "", legend: bool = True):
-    "Bias against the spread of one estimate, per estimator of the reverse KL (log axes, 0 at `floor`); top-k joined over k."
+# %% ../nbs/21_estimators.ipynb #4392a26c
+def _zero_axis(axis, floor: float, top: float = 10.0):
+    "Log ticks on `axis` with `floor` labelled 0 (values at or below it are drawn there)."
+    ticks = [floor] + [t for t in (1e-3, 1e-2, 1e-1, 1.0, 10.0) if floor < t <= top]
+    axis.set_ticks(ticks, ["0"] + [f"{t:g}" for t in ticks[1:]])
+
+def plot_estimators(res: dict, axes=None, floor: float = 1e-4, title: str = ""):
+    "Bias to the reverse KL's gradient (log x, 0 at `floor`): sampled estimators against their spread (top), deterministic ones per k (bottom)."
     import matplotlib.pyplot as plt
-    ax = ax or plt.subplots(figsize=(5.2, 4.2), layout="constrained")[1]
-    at = lambda v: max(v, floor)
-    size = lambda r: 14 + 12 * math.log10(max(1, r.get("teacher_numbers", 1)))
+    if axes is None: axes = plt.subplots(2, 1, figsize=(5.6, 5.2), sharex=True, height_ratios=(1.1, 1), layout="constrained")[1]
+    top, bot = axes
+    at, size = (lambda v: max(v, floor)), (lambda r: 14 + 16 * math.log10(max(1, r.get("teacher_numbers", 1))))
     rows = [r for r in res["rows"] if not r["chunked"]]
-    for i, r in enumerate(r for r in rows if r["kind"] == "sampled"):
-        ax.scatter(at(r["rel_norm"]), at(r["std"]), s=size(r), marker="o^sDv"[i % 5], color=f"C{i}", label=r["estimator"], zorder=3)
-    for j, (by, tail) in enumerate((b, t) for b in ("student", "teacher") for t in (True, False)):
-        rs = sorted((r for r in rows if r["kind"] == "topk" and r["objective"] == "reverse_kl" and r["topk_by"] == by and r["add_tail"] == tail),
-                    key=lambda r: r["k"])
-        if not rs: continue
-        xs, c = [at(r["rel_norm"]) for r in rs], f"C{5 + j}"
-        ax.plot(xs, [floor] * len(rs), "-", color=c, lw=0.8, zorder=1)
-        ax.scatter(xs, [floor * (1.25 + 0.3 * j)] * len(rs), s=[size(r) for r in rs], marker="|_x+"[j], color=c, zorder=3,
-                   label=f"{by} top-k {'+ tail' if tail else 'renorm.'}, k = {', '.join(str(r['k']) for r in rs)}")
-    for r in (r for r in rows if r["kind"] == "full"):
-        x = at(r["rel_norm"] if r["objective"] == "reverse_kl" else r["rel_norm_reverse"])
-        ax.scatter(x, floor, s=size(r), marker="*", color="k", facecolors="k" if r["objective"] == "reverse_kl" else "none", zorder=4,
-                   label="full reverse KL (exact)" if r["objective"] == "reverse_kl" else f"full {r['objective'].replace('_', ' ')} (vs reverse KL)")
-    ax.set(xscale="log", yscale="log", xlim=(floor / 2, 2), ylim=(floor / 2, None),
-           xlabel="bias: ||E[g] - g*|| / ||g*||", ylabel="spread of one estimate: sd / ||g*||")
-    for axis in (ax.xaxis, ax.yaxis):
-        ticks = [floor] + [t for t in (1e-3, 1e-2, 1e-1, 1, 10) if t > floor]
-        axis.set_ticks(ticks, ["0"] + [f"{t:g}" for t in ticks[1:]])
-    if legend: ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title(title, fontsize=9)
-    return ax
+    sampled = [r for r in rows if r["kind"] == "sampled"]
+    pts = [(at(r["rel_norm_reverse"]), r["std"]) for r in sampled]
+    for i, (r, (x, y)) in enumerate(zip(sampled, pts)):
+        near = [q for q in pts if q != (x, y) and abs(math.log(q[0] / x)) < 1 and abs(math.log(q[1] / y)) < 0.3]
+        label = r["estimator"] + (f" (acts on {r['clip_acts']:.0%})" if "clip_acts" in r else "")
+        top.scatter(x, y, s=size(r), marker="o^sDv"[i % 5], color=f"C{i}", zorder=3, gid="sampled")
+        top.annotate(label, (x, y), xytext=(7, 6 if all(y >= q[1] for q in near) else -10), textcoords="offset points", fontsize=6.5)
+    top.set_yscale("log", subs=(2, 5)); top.margins(y=0.3)
+    top.yaxis.set_major_formatter("{x:g}"); top.yaxis.set_minor_formatter("{x:g}"); top.tick_params(axis="y", which="minor", labelsize=6.5)
+    top.set_ylabel("spread of one estimate:\nsd / ||g*||", fontsize=8)
+    pick = lambda by, tail: (lambda r: r["kind"] == "topk" and r["objective"] == "reverse_kl" and r["topk_by"] == by and r["add_tail"] == tail)
+    series = [(f"{by} top-k {'+ tail' if tail else 'renorm.'}", pick(by, tail)) for by in ("student", "teacher") for tail in (True, False)]
+    series += [(f"full {name}", lambda r, o=o: r["kind"] == "full" and r["objective"] == o) for o, name in (("forward_kl", "forward KL"), ("jsd", "JSD"))]
+    for j, (label, keep) in enumerate(series):
+        rs = sorted((r for r in rows if keep(r)), key=lambda r: r["k"] or 0)
+        xs = [at(r["rel_norm_reverse"]) for r in rs]
+        bot.plot(xs, [j] * len(rs), "-", color="0.75", lw=0.8, zorder=1)
+        bot.scatter(xs, [j] * len(rs), s=[size(r) for r in rs], color=f"C{5 + j}", zorder=3, gid="deterministic")
+        for n, (r, x) in enumerate(zip(rs, xs)):   # k over and under the points in turn: close ones stay readable
+            if r["k"]: bot.annotate(str(r["k"]), (x, j), xytext=(0, 5 if n % 2 else -11), textcoords="offset points", fontsize=6.5, ha="center")
+    bot.set_yticks(range(len(series)), [s[0] for s in series], fontsize=7); bot.set_ylim(len(series) - 0.5, -0.8)
+    bot.set_xscale("log"); bot.set_xlim(floor / 2, 2); _zero_axis(bot.xaxis, floor, 1.0)
+    bot.set_xlabel("bias against the reverse KL: ||E[g] - g*|| / ||g*||", fontsize=8)
+    top.set_title(title, fontsize=9)
+    return axes
