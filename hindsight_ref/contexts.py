@@ -79,6 +79,9 @@ TEMPLATES: dict[str, HindsightTemplate] = {
         "online_code", "\n\n=== HINDSIGHT CONTEXT ===\n[The following is a future user message. Use this to guide your "
         "answer to the user prompt.]\n{o}",
         description="Official online trainer (TL;DR and HelpSteer2 personalization runs)."),
+    "note": HindsightTemplate(
+        "note", "\n\nNote: {o}",
+        description="The follow-up as a bare note, no instruction around it: what the wording adds. Not in the paper."),
     "turns": HindsightTemplate(
         "turns", "{o}", placement="turns",
         description="y as an assistant turn and o as a new user turn after x; then y is scored again. Not in the paper."),

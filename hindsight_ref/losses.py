@@ -104,10 +104,12 @@ def _with_tail(logp: torch.Tensor) -> torch.Tensor:
     lse = torch.logsumexp(logp, dim=-1, keepdim=True).clamp(max=-1e-7)  # keep log(1 - p) finite when p -> 1
     return torch.cat([logp, torch.log(-torch.expm1(lse))], dim=-1)
 
-def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int, add_tail: bool = True):
-    "Both distributions restricted to the student's top-k tokens, plus a tail bucket (or renormalised over k)."
+def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int, add_tail: bool = True,
+                  topk_by: str = "student"):
+    "Both distributions restricted to the top-k tokens of the student (or `topk_by='teacher'`), plus a tail bucket (or renormalised)."
     if k < 1: raise ValueError(f"top-k needs k >= 1, got {k}")
-    idx = logp_student.detach().topk(min(k, logp_student.shape[-1]), dim=-1).indices
+    if topk_by not in ("student", "teacher"): raise ValueError(f"topk_by must be 'student' or 'teacher', got {topk_by!r}")
+    idx = (logp_student if topk_by == "student" else logp_teacher).detach().topk(min(k, logp_student.shape[-1]), dim=-1).indices
     s, t = logp_student.gather(-1, idx), logp_teacher.gather(-1, idx)
     if add_tail: return _with_tail(s), _with_tail(t)
     return s - s.logsumexp(-1, keepdim=True), t - t.logsumexp(-1, keepdim=True)
