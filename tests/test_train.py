@@ -108,7 +108,7 @@ def test_config_widens_and_reads_yaml_numbers(tmp_path):
 
 
 def test_every_recipe_loads():
-    "Every shipped recipe is a valid training config, or a protocol (09b_protocols) whose train section is one."
+    "Every shipped recipe is a valid training config, or a protocol (32_protocols) whose train section is one."
     import yaml
     from hindsight_ref.protocols import Protocol
     names = sorted(p.name for p in recipes_dir().glob("*.yaml"))

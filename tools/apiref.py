@@ -13,12 +13,11 @@ from fastcore.docments import docments
 # The course's parts, in reading order, and the modules each builds (names relative to the package). A module that
 # is missing here is listed under "Other modules" and the build says so.
 COURSE = [
-    ("Models and interactions", ["models", "data"]),
-    ("The hindsight signal", ["contexts", "signal", "viz"]),
-    ("Losses and training", ["losses", "fused", "sampling", "train", "trainers"]),
-    ("Users, judges and evaluation", ["backends", "simulators", "evaluation", "protocols"]),
-    ("A toy world", ["toyworld.world", "toyworld.model", "toyworld.experiments"]),
-    ("Running it", ["demo", "cli"]),
+    ("Part I, the signal", ["contexts", "signal", "viz", "probe"]),
+    ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
+    ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
+                                           "toyworld.experiments"]),
+    ("Appendices, the engineering", ["models", "data", "fused", "backends", "demo", "cli"]),
 ]
 # Public because other modules share them, but not what a user of the library calls: listed last on their page, marked.
 HELPERS = {"models.cache_dir", "models.file_lock", "models.build_once", "models.quiet_loading", "toyworld.model.torch_threads",

@@ -3,7 +3,7 @@
     python tools/build_docs.py [--out docs/_site] [--check]
 
 Pages follow nbdev's Quarto site: each is titled by its notebook's first `# Title` cell and named as nbdev names
-it (00_models.ipynb -> models.html); cell directives are honoured (see tools/nbmd.py); math becomes MathML at
+it (90_models.ipynb -> models.html); cell directives are honoured (see tools/nbmd.py); math becomes MathML at
 build time (tools/nbhtml.py). The API reference (tools/apiref.py) is api.html, the modules grouped as the course
 is, and one page per module (api-signal.html, ...): every name in the module's `__all__` with its signature,
 docstring, parameter table, a link to its source cell on the notebook's page and the notebook's example. A search
@@ -49,7 +49,7 @@ def title_of(nb):
 
 
 def number_of(stem):
-    "The reading-order number in a notebook's file name (00, 08a), or '' (index)."
+    "The reading-order number in a notebook's file name (00, 35), or '' (index)."
     m = re.match(r"^(\d+[a-zA-Z0-9]*)_", stem)
     return m.group(1) if m else ""
 

@@ -33,7 +33,7 @@ def slugify(text):
 
 
 def page_name(stem):
-    "nbdev's page name for a notebook: the numeric prefix dropped, as in hindsight_ref/_modidx.py (00_models -> models)."
+    "nbdev's page name for a notebook: the numeric prefix dropped, as in hindsight_ref/_modidx.py (90_models -> models)."
     return re.sub(r"^\d+[a-zA-Z0-9]*_", "", stem.lower())
 
 
