@@ -156,9 +156,12 @@ def test_api_parameter_lists_examples_groups_and_source_links(tmp_path):
                     code("#| export\ndef h(): pass"), code("#| hide\nh()"), code("#| export\ndef k(): pass"), code("other()")]}
     assert apiref.examples(nb) == {"g": "g()\nassert Y == 1", "Y": "g()\nassert Y == 1", "Z": "Z + 1"}
 
-    mods = [apiref.Module(f"hindsight_ref.{n}", "00_a", "", []) for n in ("probe", "signal", "models")]
+    mods = [apiref.Module(f"hindsight_ref.{n}", "00_a", "", []) for n in ("probe", "signal", "models", "elsewhere")]
+    parts = {t: shorts for t, shorts in apiref.COURSE}
     assert [(t, [m.short for m in ms]) for t, ms in apiref.course_groups(mods)] == \
-        [("Models and interactions", ["models"]), ("The hindsight signal", ["signal"]), ("Other modules", ["probe"])]
+        [(t, [s for s in parts[t] if s in ("signal", "probe", "models")]) for t in parts if {"signal", "probe", "models"} & set(parts[t])] \
+        + [("Other modules", ["elsewhere"])]
+    assert [t for t, _ in apiref.course_groups(mods)][:2] == ["Part I, the signal", "Appendices, the engineering"]
     assert mods[1].page == "api-signal.html"
 
     page = page_for(tmp_path); page.ids.add("g")
