@@ -4,16 +4,111 @@
 
 # %% ../nbs/96_cli.ipynb #522dca34
 from __future__ import annotations
-import argparse, shlex, sys, traceback
+import argparse, ast, copy, difflib, importlib.util, io, re, shlex, sys, tokenize, traceback
 from pathlib import Path
 
+import hindsight_ref
 from .demo import DTYPES, run_demo
 
 PROG = "hindsight-ref"
 
 # %% auto #0
-__all__ = ['PROG', 'OneLineParser', 'int_at_least', 'parse_overrides', 'make_parser', 'error_line', 'load_train_config',
-           'resume_hint', 'main_train', 'main']
+__all__ = ['PROG', 'SMOKE_TRAIN', 'read_recipe', 'recipe_kind', 'recipe_summary', 'shipped_recipes', 'find_recipe', 'check_kind',
+           'print_recipes', 'config_fields', 'fields_help', 'OneLineParser', 'int_at_least', 'parse_overrides',
+           'make_parser', 'parse_command_line', 'smoke_arch', 'smoke_loader', 'smoke_train', 'smoke_protocol',
+           'error_line', 'load_train_config', 'resume_hint', 'main_train', 'main_protocol', 'main']
+
+# %% ../nbs/96_cli.ipynb #5569f7d4
+def read_recipe(path) -> dict:
+    "The YAML mapping of a recipe file; a syntax error names the file, the line and the fix."
+    import yaml
+    try: d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or e
+        if getattr(e, "context", None) and ctx is not None: what = f"{what}; {e.context} from line {ctx.line + 1}"
+        raise ValueError(f"{where}: not valid YAML ({what}). Fix: a recipe is a mapping, one `key: value` per line "
+                         f"(`{PROG} recipes` lists examples).") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must hold a YAML mapping (of TrainConfig fields, or a protocol), got {type(d).__name__}.")
+    return d
+
+def recipe_kind(recipe: dict) -> str:
+    "'protocol' for a protocol recipe (it has a `protocol:` key), else 'train'."
+    return "protocol" if "protocol" in recipe else "train"
+
+def recipe_summary(path) -> str:
+    "A recipe's one line: the first sentence of its opening comment, up to a colon."
+    head = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"): break
+        head.append(line.lstrip("#").strip())
+    text = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", " ".join(head), maxsplit=1)[0]
+    text = text.split(": ", 1)[0].rstrip(".")
+    return text if len(text) <= 120 else text[:119] + "…"
+
+def shipped_recipes() -> list[dict]:
+    "name, kind and one line of every recipe shipped in `hindsight_ref/recipes/`."
+    from hindsight_ref.trainers import recipes_dir
+    return [dict(name=p.stem, kind=recipe_kind(read_recipe(p)), summary=recipe_summary(p), path=p)
+            for p in sorted(recipes_dir().glob("*.yaml"))]
+
+def find_recipe(name_or_path) -> Path:
+    "The recipe file of a path, or of a shipped recipe's name (with or without `.yaml`)."
+    p = Path(name_or_path)
+    if p.is_file(): return p
+    if p.exists(): raise ValueError(f"{p} is a folder, not a recipe file. Fix: pass a YAML file or a shipped recipe's name.")
+    from hindsight_ref.trainers import recipes_dir
+    names = sorted(r.stem for r in recipes_dir().glob("*.yaml"))
+    stem = p.name.removesuffix(".yaml").removesuffix(".yml")
+    if p.parent == Path(".") and stem in names: return recipes_dir() / f"{stem}.yaml"
+    close = difflib.get_close_matches(stem, names, n=3)
+    raise FileNotFoundError(f"No config file at {p}, and no shipped recipe of that name" + (f" (did you mean {', '.join(close)}?)"
+                            if close else "") + f". Fix: pass the path of a YAML file, or a name that `{PROG} recipes` lists.")
+
+def check_kind(path, recipe: dict, command: str):
+    "Stop a recipe given to the command of the other kind, naming the command that runs it."
+    kind = recipe_kind(recipe)
+    if kind == command: return
+    what = (f"a protocol recipe (protocol: {recipe['protocol']}), not a training config" if kind == "protocol" else
+            "a training recipe (TrainConfig fields), not a protocol")
+    raise ValueError(f"{path} is {what}. Fix: run it with `{PROG} {kind} {path}`.")
+
+def print_recipes(recipes=None):
+    "The table of `hindsight-ref recipes`."
+    rs = shipped_recipes() if recipes is None else recipes
+    w = max(len(r["name"]) for r in rs)
+    print(f"{len(rs)} recipes ship with hindsight_ref (hindsight_ref/recipes/). Run one by name: `{PROG} train NAME` "
+          f"(kind train) or `{PROG} protocol NAME` (kind protocol); `--smoke` runs it at toy size.\n")
+    print(f"{'name':<{w}}  {'kind':<8}  what")
+    for r in rs: print(f"{r['name']:<{w}}  {r['kind']:<8}  {r['summary']}")
+
+# %% ../nbs/96_cli.ipynb #e5a49c13
+def config_fields(cls_name: str = "TrainConfig", module: str = "hindsight_ref.train") -> list[dict]:
+    "group, name, default and help of each field of a config dataclass, read from its source (comments included)."
+    import yaml
+    src = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokenize.generate_tokens(io.StringIO(src).readline)
+                if t.type == tokenize.COMMENT}
+    cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    lines, group, out = src.splitlines(), "", []
+    for n in cls.body:
+        if not (isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)): continue
+        if lines[n.lineno - 2].strip().startswith("#"): group = comments[n.lineno - 1]
+        try: default = yaml.safe_dump(ast.literal_eval(n.value), default_flow_style=True).split("\n")[0]
+        except ValueError: default = ast.unparse(n.value)
+        out.append(dict(group=group, name=n.target.id, default=default, help=comments.get(n.lineno, "")))
+    return out
+
+def fields_help(fields=None) -> str:
+    "The config fields as text for `train --help`, by group: name, default, one line."
+    fs = config_fields() if fields is None else fields
+    w, wd, out, group = max(len(f["name"]) for f in fs), min(22, max(len(f["default"]) for f in fs)), [], None
+    for f in fs:
+        if f["group"] != group: group = f["group"]; out.append(f"\n{group}:")
+        out.append(f"  {f['name']:<{w}}  {f['default']:<{wd}}  {f['help']}")
+    return ("config fields (set them in the recipe, or as key=value after it; default shown):" + "\n".join(out))
 
 # %% ../nbs/96_cli.ipynb #30ea9687
 class OneLineParser(argparse.ArgumentParser):
@@ -49,9 +144,10 @@ def parse_overrides(pairs) -> dict:
 
 def make_parser() -> argparse.ArgumentParser:
     "The `hindsight-ref` argument parser."
-    p = OneLineParser(prog=PROG, description="Hindsight self-distillation from user interactions.")
+    p = OneLineParser(prog=PROG, description="Hindsight self-distillation from user interactions (Kleine Buening et al., 2026).")
+    p.add_argument("--version", action="version", version=f"{PROG} {hindsight_ref.__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{demo,train}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{demo,recipes,train,protocol}")
     d = sub.add_parser("demo", help="the method on one screen: the toy world's signal and a short online run, then a real model; a report")
     d.add_argument("--model", default="smollm2-135m-instruct", help="alias, local folder or hub id")
     d.add_argument("--template", default="paper", help="hindsight template: paper (default), offline_code, online_code, turns")
@@ -61,11 +157,71 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-rows", type=int_at_least(0), default=40, help="rows of each per-token table (0: all)")
     d.add_argument("--dtype", default="float32", choices=DTYPES)
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
-    t = sub.add_parser("train", help="train from a YAML config (see hindsight_ref/recipes/)")
-    t.add_argument("config", help="path to a YAML config")
-    t.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
-    for s in (d, t): s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    r = sub.add_parser("recipes", help="list the shipped recipes, each with its kind (train or protocol) and one line")
+    t = sub.add_parser("train", help="train from a training recipe (a YAML mapping of TrainConfig fields)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=fields_help())
+    t.add_argument("config", help=f"a shipped recipe's name (`{PROG} recipes`) or the path of a YAML file")
+    t.add_argument("overrides", nargs="*", help="key=value overrides of config fields (listed below)")
+    q = sub.add_parser("protocol", help="run a protocol recipe: training with its evaluation (personalization curves or an offline report)")
+    q.add_argument("config", help=f"a shipped protocol recipe's name (`{PROG} recipes`) or the path of a YAML file")
+    q.add_argument("overrides", nargs="*", help="key=value overrides of the protocol's top-level keys, e.g. output_dir=runs/p")
+    for s in (t, q): s.add_argument("--smoke", action="store_true", help="toy size: a random 2-layer model of the recipe's "
+                                    "architecture, one or two steps, a few prompts (the code path in seconds, not a result)")
+    for s in (d, r, t, q): s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return p
+
+def parse_command_line(argv) -> argparse.Namespace:
+    "The parsed command line; `key=value` overrides may come before or after the options (`train NAME --smoke lr=1e-3`)."
+    p = make_parser()
+    a, extra = p.parse_known_args(argv)
+    if a.cmd in ("train", "protocol"):
+        a.overrides += [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra: p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return a
+
+# %% ../nbs/96_cli.ipynb #130393c9
+SMOKE_TRAIN = dict(max_steps=1, batch_size=1, grad_accum=2, max_new_tokens=8, optimizer="adamw", bf16=False, compile=False,
+                   device="cpu", save_every=None, progress=False)
+
+def smoke_arch(name: str) -> str | None:
+    "The architecture (`models.ARCHITECTURES`) a model name stands for at toy size; None for `tiny`."
+    from hindsight_ref.models import ARCHITECTURES
+    if name == "tiny": return None
+    arch = str(name).rstrip("/").split("/")[-1].lower().removesuffix("-instruct")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"--smoke runs a random toy model of the recipe's architecture, and {name!r} is none of "
+                         f"{sorted(ARCHITECTURES)}. Fix: add model=tiny (or a model of a known architecture).")
+    return arch
+
+def smoke_loader():
+    "`load(name, **kw) -> (model, tokenizer)`: a random toy model of `name`'s architecture, made once, a fresh copy per call."
+    made = {}
+    def load(name, **kw):
+        from hindsight_ref.models import random_model, tiny_model
+        arch = smoke_arch(name)
+        if arch not in made: made[arch] = tiny_model() if arch is None else random_model(arch, toy=True)
+        model, tok = made[arch]
+        return copy.deepcopy(model), tok
+    return load
+
+def smoke_train(recipe: dict) -> dict:
+    "The fields `--smoke` sets on a training recipe."
+    return {**SMOKE_TRAIN, "eval_size": min(recipe.get("eval_size", 0), 2)}
+
+def smoke_protocol(spec):
+    "A `protocols.Protocol` at toy size: its code path, short lengths, one step per phase (two phases at most), fixture data."
+    from hindsight_ref.protocols import Protocol
+    t = {**spec.train, **SMOKE_TRAIN, "max_context_tokens": 384, "max_completion_tokens": 24}
+    t.pop("max_steps")
+    side = lambda s: ({"kind": "rule"} if not isinstance(s, dict) or s.get("backend") != "transformers"
+                      else {**{k: v for k, v in s.items() if k != "cache"}, "max_tokens": 6})
+    if spec.protocol == "offline":
+        return Protocol(**{**spec.__dict__, "train": {**t, "max_steps": 1, "max_context_tokens": 2048, "max_completion_tokens": 2048},
+                           "data": {"source": "fixtures", "eval_size": 2}, "eval": {"every": 1, "checks": ["kl_to_base", "perplexity"]}})
+    return Protocol(**{**spec.__dict__, "train": t, "phases": [{**p, "steps": 1} for p in spec.phases[:2]],
+                       "prompts": {"source": "fixtures", "train_n": 2, "eval_n": 2, "system": spec.prompts.get("system")},
+                       "user": side(spec.user), "judge": side(spec.judge), "eval": {**spec.eval, "every": 1, "max_new_tokens": 8}})
 
 # %% ../nbs/96_cli.ipynb #7d9aa233
 def error_line(e: BaseException) -> str:
@@ -76,23 +232,14 @@ def error_line(e: BaseException) -> str:
         msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return msg
 
-def load_train_config(config, overrides=()):
-    "The `TrainConfig` of `config` with `key=value` overrides; every error names the file (and line) and the fix."
-    import yaml
-    ov, p = parse_overrides(overrides), Path(config)
-    if not p.is_file():
-        raise FileNotFoundError(f"No config file at {p}. Fix: pass the path of a YAML config (examples in hindsight_ref/recipes/).")
-    try:
-        yaml.safe_load(p.read_text(encoding="utf-8"))   # the syntax first: a typo is reported before torch is imported
-        from hindsight_ref.train import TrainConfig
-        return TrainConfig.from_yaml(p, **ov), ov
-    except yaml.YAMLError as e:
-        mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
-        where = f"{config}:{mark.line + 1}" if mark is not None else str(config)
-        what = getattr(e, "problem", None) or e
-        if getattr(e, "context", None) and ctx is not None: what = f"{what}; {e.context} from line {ctx.line + 1}"
-        raise ValueError(f"{where}: not valid YAML ({what}). Fix: the config is a mapping of TrainConfig fields, one "
-                         f"`key: value` per line (see hindsight_ref/recipes/).") from None
+def load_train_config(config, overrides=(), smoke: bool = False):
+    "The `TrainConfig` of a training recipe (a path or a shipped name) with `key=value` overrides; every error names the fix."
+    ov, p = parse_overrides(overrides), find_recipe(config)
+    recipe = read_recipe(p)                       # the syntax first: a typo is reported before torch is imported
+    check_kind(config, recipe, "train")
+    from hindsight_ref.train import TrainConfig
+    ov = {**(smoke_train(recipe) if smoke else {}), **ov}
+    return TrainConfig.from_yaml(p, **ov), ov
 
 def resume_hint(config, overrides=()) -> str:
     "What an interrupted `train` left on disk and the command that resumes it."
@@ -104,33 +251,54 @@ def resume_hint(config, overrides=()) -> str:
     return (f"No checkpoint was saved (save_every={cfg.save_every}), so the run starts over: set save_every=N to checkpoint "
             f"every N steps, and resume an interrupted run with: {cmd}")
 
-def main_train(config_path, **overrides):
-    "Train from a YAML config (keyword `overrides` win), the user of an online run built from its spec; save and return the trainer."
+def main_train(config_path, load=None, **overrides):
+    "Train from a YAML config (keyword `overrides` win; `load(name)` makes the model, e.g. `smoke_loader()`); save and return the trainer."
     from hindsight_ref.train import TrainConfig
     from hindsight_ref.trainers import make_trainer
     from hindsight_ref.simulators import make_simulator
     cfg = TrainConfig.from_yaml(config_path, **overrides)
-    tr = make_trainer(cfg, **({"simulator": make_simulator(cfg.simulator)} if cfg.mode == "online" else {}))
-    print(f"{cfg.mode} training of {cfg.model}: {tr.n_items} items, {tr.total_steps} optimizer steps, output in {tr.out}")
-    if tr.eval_encoded: print(f"held-out hindsight KL before: {tr.evaluate():.4f}")
+    kw = dict(zip(("model", "tok"), load(cfg.model))) if load else {}
+    tr = make_trainer(cfg, **kw, **({"simulator": make_simulator(cfg.simulator)} if cfg.mode == "online" else {}))
+    print(f"{cfg.mode} training of {cfg.model}{' (toy size)' if load else ''}: {tr.n_items} items, {tr.total_steps} optimizer "
+          f"steps, output in {tr.out}")
+    kl = {}
+    if tr.eval_encoded: kl["heldout_hindsight_kl_before"] = tr.evaluate(); print(f"held-out hindsight KL before: {kl['heldout_hindsight_kl_before']:.4f}")
     tr.train()
-    if tr.eval_encoded: print(f"held-out hindsight KL after:  {tr.evaluate():.4f}")
-    print(f"saved to {tr.save()}")
+    if tr.eval_encoded: kl["heldout_hindsight_kl_after"] = tr.evaluate(); print(f"held-out hindsight KL after:  {kl['heldout_hindsight_kl_after']:.4f}")
+    print(f"saved to {tr.save(metrics=kl)}")
     return tr
+
+def main_protocol(config, overrides=(), smoke: bool = False):
+    "Run a protocol recipe (a path or a shipped name) with `key=value` overrides of its top-level keys; returns its result."
+    from hindsight_ref.protocols import Protocol, run_protocol
+    ov, p = parse_overrides(overrides), find_recipe(config)
+    check_kind(config, read_recipe(p), "protocol")
+    spec = Protocol.from_yaml(p, **ov)            # its checks (the train section included) before any model is loaded
+    if smoke: spec = smoke_protocol(spec)
+    print(f"{spec.protocol} protocol {p.stem}{' (toy size)' if smoke else ''}: output in {spec.output_dir}", flush=True)
+    res = run_protocol(spec, load=smoke_loader() if smoke else None)
+    print(f"done: {Path(spec.output_dir) / ('curves.jsonl' if spec.protocol == 'personalization' else 'report.json')}")
+    return res
 
 def main(argv=None) -> int:
     "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130."
-    a = make_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv: make_parser().print_help(); return 0
+    a = parse_command_line(argv)
     try:
         if a.cmd == "demo":
             run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device,
                      n_interactions=a.n_interactions)
+        elif a.cmd == "recipes": print_recipes()
+        elif a.cmd == "protocol": main_protocol(a.config, a.overrides, smoke=a.smoke)
         else:
-            _, ov = load_train_config(a.config, a.overrides)    # the config's checks run before any model is loaded
-            main_train(a.config, **ov)
+            cfg, ov = load_train_config(a.config, a.overrides, smoke=a.smoke)   # the config's checks run before any model is loaded
+            main_train(find_recipe(a.config), load=smoke_loader() if a.smoke else None, **ov)
     except KeyboardInterrupt:
         if a.debug: traceback.print_exc()
-        hint = resume_hint(a.config, a.overrides) if a.cmd == "train" else "Nothing to resume: run the same command again."
+        hint = {"train": lambda: resume_hint(a.config, a.overrides),
+                "protocol": lambda: "Run the same command again: the protocol resumes from its newest checkpoint."}.get(
+                    a.cmd, lambda: "Nothing to resume: run the same command again.")()
         print(f"\n{PROG}: interrupted. {hint}", file=sys.stderr)
         return 130
     except Exception as e:

@@ -31,7 +31,8 @@ STEP_MODES = ("reference", "fused")   # fused: the LM head and the loss in one p
 CHOICES = dict(mode=("offline", "online"), loss=("sampled_token", "full", "topk", "sft"), teacher=("live", "frozen", "ema"),
                optimizer=("auto", "adamw", "adamw_8bit"), schedule=("cosine", "constant"), nan_policy=("skip", "stop"),
                dtype=("float32", "bfloat16", "float16"), on_bad_record=("stop", "skip"), step_mode=STEP_MODES,
-               activation_checkpointing=(None, "full", "selective"))
+               activation_checkpointing=(None, "full", "selective"),
+               save_dtype=(None, "float32", "bfloat16", "float16"))
 RANGES = dict(lr=(0, None, False), weight_decay=(0, None, True), batch_size=(1, None, True), grad_accum=(1, None, True),
               epochs=(1, None, True), max_steps=(1, None, True), max_grad_norm=(0, None, False), chunk_size=(1, None, True),
               log_every=(1, None, True), save_every=(1, None, True), keep_checkpoints=(0, None, True), eval_every=(1, None, True),
@@ -84,17 +85,17 @@ class TrainConfig:
     role_map: dict | None = None            # extra role names of the data, e.g. {bot: assistant}
     eval_size: int = 0                      # interactions held out (whole conversations) for the hindsight-KL evaluation
     template: str = "paper"                 # hindsight template (hindsight_ref.contexts.TEMPLATES)
-    max_history: int = 5
-    max_context_tokens: int = 2048
-    max_completion_tokens: int = 2048
+    max_history: int = 5                    # earlier turns of a conversation kept in the context x
+    max_context_tokens: int = 2048          # the longest context x (and x with o) in tokens; older turns are dropped first
+    max_completion_tokens: int = 2048       # the longest completion y in tokens (longer: an error, or cut with truncate_completion)
     truncate_completion: bool = False       # cut completions longer than max_completion_tokens (reported) instead of failing
-    output_dir: str = "runs/train"
+    output_dir: str = "runs/train"          # the run's folder: metrics.jsonl, checkpoints/, final/
     # the loss: the paper's unless said otherwise
     loss: str = "sampled_token"             # "sampled_token" (Eq. 8) | "full" (Eq. 2) | "topk" (+ tail) | "sft" (Table 4)
     length_norm: bool = True                # divide each sequence's token sum by |y| (official code; the paper sums)
     alpha: float = 1.0                      # full/topk only: 1 reverse KL(student||teacher), 0 forward KL, else JSD
     loss_topk: int = 100                    # topk only: the student's k most likely tokens, plus a tail bucket
-    add_tail: bool = True
+    add_tail: bool = True                   # topk only: add the bucket of all other tokens' mass
     center: bool = False                    # per-sequence mean-centring of A (official online code)
     clip_advantage: float | None = None     # clamp A to [-c, c] (later official code: 2.0)
     ignore_first_k: int = 0                 # drop the first k completion tokens (official offline code: 2)
@@ -103,18 +104,18 @@ class TrainConfig:
     ref_kl: float = 0.0                     # beta of + beta * KL(student || initial model) (not in the paper: 0)
     chunk_size: int = 256                   # rows per LM-head chunk
     # optimisation
-    lr: float = 2e-6
-    weight_decay: float = 0.0
+    lr: float = 2e-6                        # peak learning rate (the paper: 2e-6 offline, 5e-6 online)
+    weight_decay: float = 0.0               # AdamW's decoupled weight decay
     betas: list | None = None               # AdamW betas; None: (0.9, 0.999)
     optimizer: str = "auto"                 # "auto" (8-bit AdamW if bitsandbytes + CUDA, else AdamW) | "adamw" | "adamw_8bit"
     schedule: str = "cosine"                # "cosine" | "constant"
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05              # share of the steps with a linear warm-up
     batch_size: int = 4                     # interactions per forward pass
     grad_accum: int = 8                     # forward passes per optimizer step (batch 32 = 4 x 8)
-    epochs: int = 2
+    epochs: int = 2                         # passes over the data (offline) or the contexts (online)
     max_steps: int | None = None            # stop after this many optimizer steps (the schedule spans them)
     max_grad_norm: float | None = None      # the paper: none; official code: 10 offline, 1 online
-    seed: int = 42
+    seed: int = 42                          # seeds python, numpy and torch; fixes the data order
     # hardware and memory
     device: str | None = None               # None: cuda > mps > cpu
     dtype: str = "float32"                  # weights; on a GPU keep float32 and use bf16 autocast
@@ -122,22 +123,25 @@ class TrainConfig:
     activation_checkpointing: str | None = None  # None | "full" | "selective": recompute decoder layers in the backward
     checkpoint_fraction: float | None = None  # share of decoder layers checkpointed, evenly spaced (None: all)
     lora: dict | None = None                # e.g. {r: 64, alpha: 128, target_modules: all-linear} (needs peft)
+    merge_lora: bool = False                # LoRA: also save the adapter merged into the base, a plain model (final/merged)
     step_mode: str = "reference"            # "reference" | "fused": the LM head fused into the loss (92_fused)
     compile: bool | None = None             # compile the decoder layers; None: on CUDA with step_mode: fused
+    save_dtype: str | None = None           # dtype of the saved model; None: the dtype it was trained in (dtype)
     # bookkeeping
-    log_every: int = 1
+    log_every: int = 1                      # write a metrics.jsonl record every N steps
     save_every: int | None = None           # checkpoint every N optimizer steps
     keep_checkpoints: int = 2               # newest checkpoints kept (0: all)
     resume_from: str | None = None          # a checkpoint folder, or "latest" (newest under output_dir/checkpoints)
     eval_every: int | None = None           # evaluate the hindsight KL on the held-out set every N steps
     nan_policy: str = "skip"                # non-finite loss: "skip" the step and report it, or "stop" naming the interaction
     max_skipped_steps: int = 10             # stop when this many steps in a row were skipped
-    progress: bool = True
+    progress: bool = True                   # show a progress bar
+    tensorboard: bool = False               # also log the metrics to TensorBoard (output_dir/tensorboard; needs tensorboard)
     # online only
     simulator: str = "rule"                 # "rule" or "package.module:factory" returning a user (resolved by the CLI)
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256               # the longest sampled completion y
     temperature: float = 1.0                # sampling exactly from softmax(logits / T), then top-p; 0: greedy
-    top_p: float = 1.0
+    top_p: float = 1.0                      # nucleus sampling: keep the most likely tokens up to this mass
     sample_top_k: int | None = None         # no top-k unless asked
     fast_rollouts: bool = False             # static KV cache (+ CUDA graphs on a GPU) for sampling (22_sampling)
 

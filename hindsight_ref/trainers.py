@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_trainers.ipynb #3c9afad7
 from __future__ import annotations
-import copy, json, math, random, shutil, time, warnings
+import copy, importlib.util, json, math, random, shutil, sys, time, warnings
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import load_model, tiny_model, quiet_loading
+from .models import EMBEDDED, load_model, tiny_model, quiet_loading
 from .data import FilterReport, load_interactions, interaction_name, read_records, write_records
 from .contexts import encode_interactions, collate, end_of_turn_id, model_max_positions
 from .losses import ema_update_, check_mask
@@ -23,8 +23,9 @@ from .train import (TrainConfig, set_seed, epoch_order, split_heldout, make_opti
 
 # %% auto #0
 __all__ = ['RESUME_SAFE', 'CheckpointError', 'checkpoints_in', 'save_checkpoint', 'load_checkpoint', 'resume_conflicts',
-           'NonFiniteLossError', 'Trainer', 'LoggedSource', 'HindsightTrainer', 'read_metrics', 'OnlineSource',
-           'OnlineTrainer', 'recipes_dir', 'make_trainer']
+           'NonFiniteLossError', 'Trainer', 'LoggedSource', 'HindsightTrainer', 'read_metrics', 'base_model_ref',
+           'model_card', 'save_model', 'log_tensorboard', 'OnlineSource', 'OnlineTrainer', 'recipes_dir',
+           'make_trainer']
 
 # %% ../nbs/24_trainers.ipynb #965d4ab4
 class CheckpointError(RuntimeError):
@@ -62,7 +63,7 @@ def load_checkpoint(path) -> tuple[dict, TrainConfig]:
 
 # %% ../nbs/24_trainers.ipynb #ea986d02
 RESUME_SAFE = {"resume_from", "progress", "log_every", "save_every", "keep_checkpoints", "eval_every", "nan_policy",
-               "max_skipped_steps", "device", "output_dir"}
+               "max_skipped_steps", "device", "output_dir", "tensorboard", "merge_lora", "save_dtype"}
 
 def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
     "The fields that differ between the checkpoint's config and this one and may not change on resume."
@@ -197,6 +198,7 @@ class Trainer:
     def _log(self, rec: dict):
         self.history.append(rec)
         write_records(self.out / "metrics.jsonl", rec)
+        if self.cfg.tensorboard: log_tensorboard(self, rec)
 
     def train(self, stop_after: int | None = None) -> list[dict]:
         "Train until `total_steps` (or `stop_after` more steps, as if interrupted there); returns the metrics of this call."
@@ -267,17 +269,13 @@ class Trainer:
                                                                                              "skipped_in_a_row"))
         return self
 
-    def save(self, path=None) -> Path:
-        "The trained model and tokenizer with `save_pretrained` (LoRA: the adapter), plus the config."
+    def save(self, path=None, metrics: dict | None = None) -> Path:
+        "The trained model (LoRA: the adapter, and the merged model with merge_lora), tokenizer, config and a model card."
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad or self.skipped_in_a_row:
             raise NonFiniteLossError(f"The run diverged ({f'non-finite weights in {bad[:3]}' if bad else f'its last {self.skipped_in_a_row} step(s) were skipped'}): "
                                      f"the model is not saved. Fix: lower lr, set max_grad_norm or clip_advantage, and rerun.")
-        p = Path(path) if path is not None else self.out / "final"
-        p.mkdir(parents=True, exist_ok=True)
-        with quiet_loading(): self.model.save_pretrained(p); self.tok.save_pretrained(p)
-        self.cfg.to_yaml(p / "train_config.yaml")
-        return p
+        return save_model(self, path, metrics)
 
 # %% ../nbs/24_trainers.ipynb #08574890
 def _read_data(cfg: TrainConfig) -> list:
@@ -316,6 +314,71 @@ def read_metrics(path) -> list[dict]:
     "The records of a run's metrics.jsonl (pass the file or the run's output_dir)."
     p = Path(path); p = p / "metrics.jsonl" if p.is_dir() else p
     return [r for _, r in read_records(p, strict=True)]
+
+# %% ../nbs/24_trainers.ipynb #409658d1
+def base_model_ref(name: str) -> tuple[str, str]:
+    "The base a saved model names (a hub id, an embedded alias, `tiny`, a folder) and one line on how to get it."
+    name, e = str(name), EMBEDDED.get(str(name))
+    if e: return name, f"the embedded model of hindsight_ref ({e.description}): `{e.install}`, then `hindsight_ref.models.load_model({name!r})`"
+    if name == "tiny": return name, "a random 2-layer Llama: `hindsight_ref.models.tiny_model(seed=SEED)` with the run's seed"
+    if Path(name).expanduser().exists(): return name, "a local folder on the machine that trained this model"
+    return name, f"the Hugging Face hub: `AutoModelForCausalLM.from_pretrained({name!r})`"
+
+def model_card(tr, saved_dtype: str, merged: bool, metrics: dict | None = None) -> str:
+    "The README.md of a saved model: base model, data, settings, final metrics, library version, how to load it."
+    import yaml, hindsight_ref
+    c, (base, how) = tr.cfg, base_model_ref(tr.cfg.model)
+    last = next((r for r in reversed(tr.history) if not r.get("skipped")), {})
+    final = {**{k: last[k] for k in ("step", "loss", "mean_abs_A", "grad_norm", "hindsight_kl") if last.get(k) is not None}, **(metrics or {})}
+    head = {"library_name": "peft" if c.lora else "transformers", "tags": ["hindsight-self-distillation", "hindsight_ref"],
+            **({"base_model": base} if "/" in base and how.startswith("the Hugging Face hub") else {})}
+    load = (f"from peft import PeftModel\nbase = AutoModelForCausalLM.from_pretrained({base!r})   # see Base model\n"
+            "model = PeftModel.from_pretrained(base, 'PATH/TO/THIS/FOLDER')" if c.lora else
+            "model = AutoModelForCausalLM.from_pretrained('PATH/TO/THIS/FOLDER')\ntok = AutoTokenizer.from_pretrained('PATH/TO/THIS/FOLDER')")
+    return "\n".join(["---", yaml.safe_dump(head, sort_keys=False).strip(), "---", "", f"# {base}, trained by hindsight self-distillation", "",
+        f"{c.mode.capitalize()} hindsight self-distillation (Kleine Buening et al., 2026, *Aligning Language Models from User "
+        f"Interactions*): the model, shown the user's follow-up o, re-scores its own completion y token by token, and learns "
+        f"from the difference. Trained with hindsight_ref {hindsight_ref.__version__}.", "",
+        f"- **Base model:** `{base}`: {how}.",
+        f"- **Data:** `{c.data}`: {tr.n_items} {'interactions' if c.mode == 'offline' else 'contexts'}"
+        + (f", {len(tr.eval_interactions)} held out for the hindsight KL" if tr.eval_interactions else "") + ".",
+        f"- **Training:** {tr.step} optimizer steps of {c.batch_size} x {c.grad_accum} interactions; loss {c.loss}, template "
+        f"{c.template}, teacher {c.teacher}, lr {c.lr:g} ({c.schedule}), " + (f"LoRA {c.lora}" if c.lora else "all weights")
+        + f"; weights {c.dtype}" + (" with bfloat16 autocast" if tr.bf16 else "") + f" on {tr.device}.",
+        f"- **Saved:** {'the adapter' if c.lora else 'the model'} in {saved_dtype}" + ("; merged into the base, a plain model, in `merged/`" if merged else "") + ".",
+        "- **Final metrics:** " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()) or "none") + ".",
+        "", "## Load it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", load, "```", "",
+        "## The training config (`train_config.yaml`)", "", "```yaml", c.to_yaml().strip(), "```", ""])
+
+def save_model(tr, path=None, metrics: dict | None = None) -> Path:
+    "Save trainer `tr`'s model as `Trainer.save` documents; returns the folder (default output_dir/final)."
+    c, p = tr.cfg, Path(path) if path is not None else tr.out / "final"
+    if c.merge_lora and not c.lora: raise ValueError("merge_lora: true merges a LoRA adapter, and this run has none (lora: null). Fix: drop merge_lora.")
+    dtype, model = getattr(torch, c.save_dtype or c.dtype), getattr(tr.model, "_orig_mod", tr.model)
+    def write(m, where):
+        with quiet_loading(): m.save_pretrained(where, state_dict={k: v.to(dtype) if v.is_floating_point() else v for k, v in m.state_dict().items()})
+        tr.tok.save_pretrained(where)
+        if (f := where / "config.json").exists():        # the saved weights' dtype, and the KV cache back on for generation
+            f.write_text(json.dumps({**json.loads(f.read_text()), "dtype": str(dtype)[6:], "use_cache": True}, indent=2, sort_keys=True) + "\n")
+    p.mkdir(parents=True, exist_ok=True); write(model, p)
+    if c.lora:                                           # name a base another machine can load, not this one's cache folder
+        a = json.loads((p / "adapter_config.json").read_text())
+        (p / "adapter_config.json").write_text(json.dumps({**a, "base_model_name_or_path": base_model_ref(c.model)[0]}, indent=2))
+        if c.merge_lora:
+            with quiet_loading(): write(copy.deepcopy(model).merge_and_unload(), p / "merged")
+    c.to_yaml(p / "train_config.yaml")
+    (p / "README.md").write_text(model_card(tr, str(dtype)[6:], c.merge_lora, metrics), encoding="utf-8")
+    return p
+
+def log_tensorboard(tr, rec: dict):
+    "Write a metrics record's numbers to TensorBoard (output_dir/tensorboard); without tensorboard, say so once, in one line."
+    if not hasattr(tr, "_tb"):
+        ok = importlib.util.find_spec("tensorboard") is not None
+        if not ok: print("tensorboard: true, but the tensorboard package is not installed: metrics go to metrics.jsonl only. Fix: pip install tensorboard.", file=sys.stderr)
+        tr._tb = __import__("torch.utils.tensorboard", fromlist=["SummaryWriter"]).SummaryWriter(str(tr.out / "tensorboard")) if ok else None
+    for k, v in rec.items() if tr._tb else ():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step": tr._tb.add_scalar(f"train/{k}", v, rec["step"])
+    if tr._tb: tr._tb.flush()
 
 # %% ../nbs/24_trainers.ipynb #4dca71b8
 class OnlineSource:

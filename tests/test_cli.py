@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from hindsight_ref import cli, demo
+from hindsight_ref.trainers import recipes_dir
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -51,9 +54,10 @@ def cfg(tmp_path):
     (["demo", "--max-rows", "-1"], ["--max-rows", ">= 0"]),
     (["demo", "--dtype", "fp32"], ["--dtype", "float32", "bfloat16"]),
     (["demo", "--nn", "3"], ["unrecognized arguments: --nn"]),
-    (["dmeo"], ["invalid choice: 'dmeo'"]),
-    ([], ["required", "{demo,train}"]),
+    (["dmeo"], ["invalid choice: 'dmeo'", "{demo,recipes,train,protocol}"]),
     (["train"], ["required", "config"]),
+    (["protocol"], ["required", "config"]),
+    (["train", "smoke_tiny", "--smoek"], ["unrecognized arguments: --smoek"]),
 ])
 def test_malformed_command_lines_exit_2_with_one_line(args, needles):
     rc, out, err = run(*args)
@@ -183,3 +187,83 @@ def test_parse_overrides_and_error_line():
     assert cli.error_line(ValueError("two\nlines  here")) == "two lines here"
     assert cli.error_line(KeyError("no quotes")) == "no quotes"
     assert cli.error_line(TypeError("x")) == "TypeError: x" and cli.error_line(AssertionError()) == "AssertionError"
+
+
+# ---- the command as people know them: --version, python -m, help, recipes by name --------------------------------------
+
+def test_version_help_and_python_m():
+    import hindsight_ref
+    (rc_v, out_v, _), (rc_m, out_m, _), (rc_0, out_0, err_0) = run_many(["--version"], ["--version"], [])
+    assert rc_v == 0 and out_v.strip() == f"hindsight-ref {hindsight_ref.__version__}"
+    r = subprocess.run([sys.executable, "-m", "hindsight_ref", "--version"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0 and r.stdout == out_v
+    assert rc_0 == 0 and out_0.startswith("usage: hindsight-ref") and not err_0          # no arguments: the help, exit 0
+    for cmd in ("demo", "recipes", "train", "protocol"): assert cmd in out_0
+
+
+def kind_of(path) -> str:
+    "The kind of a recipe, by brute force: a protocol file is one that `Protocol.from_yaml` reads, a training one `TrainConfig`."
+    from hindsight_ref.protocols import Protocol
+    from hindsight_ref.train import TrainConfig
+    try: Protocol.from_yaml(path); return "protocol"
+    except ValueError:
+        TrainConfig.from_yaml(path); return "train"
+
+
+def test_recipes_lists_every_shipped_recipe_with_its_kind():
+    rc, out, err = run("recipes")
+    assert rc == 0, err
+    rows = {l.split()[0]: l.split()[1] for l in out.splitlines()[3:] if l.strip()}
+    files = sorted(recipes_dir().glob("*.yaml"))
+    assert len(files) == 21 and sorted(rows) == [p.stem for p in files]
+    assert rows == {p.stem: kind_of(p) for p in files}
+    assert all(len(l.split(None, 2)) == 3 for l in out.splitlines()[3:])              # name, kind, one line each
+
+
+def test_a_recipe_of_the_wrong_kind_names_the_right_command(tmp_path):
+    mine = tmp_path / "mine.yaml"; mine.write_text("model: tiny\nmax_steps: 1\n")
+    cases = [(["train", "personalize_qwen3-4b"], ["protocol recipe", "`hindsight-ref protocol personalize_qwen3-4b`"]),
+             (["train", recipes_dir() / "offline_sft_qwen3-4b.yaml"], ["protocol recipe", "`hindsight-ref protocol "]),
+             (["protocol", "smoke_tiny.yaml"], ["training recipe", "`hindsight-ref train smoke_tiny.yaml`"]),
+             (["protocol", mine], ["training recipe", f"`hindsight-ref train {mine}`"]),
+             (["train", "smoke_tiy"], ["no shipped recipe", "did you mean smoke_tiny", "hindsight-ref recipes"]),
+             (["protocol", "personalise_qwen3-4b"], ["did you mean personalize_qwen3-4b"])]
+    for (args, needles), (rc, out, err) in zip(cases, run_many(*[a for a, _ in cases])):
+        one_line_error(rc, err, *needles, code=1)
+
+
+def test_train_help_lists_every_config_field_with_its_default():
+    import dataclasses
+    from hindsight_ref.train import TrainConfig
+    rc, out, err = run("train", "--help")
+    assert rc == 0 and "--smoke" in out
+    lines = {l.split()[0]: l for l in out.split("config fields", 1)[1].splitlines() if l.startswith("  ")}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in lines, f"train --help does not list {f.name}"
+        default = lines[f.name].split()[1]
+        assert yaml.safe_load(default) == f.default, (f.name, default, f.default)
+        assert len(lines[f.name].split()) > 2, f"{f.name} has no one-line help in TrainConfig"
+
+
+# ---- every shipped recipe runs from the command line at toy size -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared_loader():
+    return cli.smoke_loader()        # one toy model per architecture for the whole module (each run gets a copy)
+
+
+@pytest.mark.parametrize("path", sorted(recipes_dir().glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_runs_by_name_at_toy_size(path, tmp_path, shared_loader, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "smoke_loader", lambda: shared_loader)
+    kind = kind_of(path)
+    assert cli.main([kind, path.stem, "--smoke", f"output_dir={tmp_path / 'run'}"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "(toy size)" in out
+    final = tmp_path / "run" / "final"
+    if kind == "train": assert "saved to" in out and ((final / "config.json").exists() or (final / "adapter_config.json").exists())
+    else: assert (tmp_path / "run" / ("curves.jsonl" if "personalization" in out else "report.json")).exists()
+
+
+def test_smoke_keeps_what_the_command_line_says(tmp_path):
+    cfg, ov = cli.load_train_config("smoke_tiny", [f"output_dir={tmp_path}", "max_steps=2", "device=cpu"], smoke=True)
+    assert (cfg.max_steps, cfg.batch_size, cfg.optimizer, cfg.output_dir) == (2, 1, "adamw", str(tmp_path))

@@ -352,6 +352,76 @@ def test_metrics_and_save_pretrained(tmp_path, tok, fx):
     assert (p / "train_config.yaml").exists() and (p / "tokenizer_config.json").exists()
 
 
+
+def _saved_tensors(path):
+    from safetensors.torch import load_file
+    return load_file(str(path / ("adapter_model.safetensors" if (path / "adapter_model.safetensors").exists() else "model.safetensors")))
+
+
+def test_save_in_the_trained_dtype_with_use_cache_and_a_card(tmp_path, tok, fx):
+    import hindsight_ref
+    tr = HindsightTrainer(cfg(tmp_path, activation_checkpointing="full"), *reading_model(tok), interactions=fx[:4])
+    tr.train()
+    p = tr.save(metrics={"heldout_kl_after": 0.25})
+    conf = json.loads((p / "config.json").read_text())
+    assert conf["use_cache"] is True and tr.model.config.use_cache is False          # the run's model is left as it was
+    assert {v.dtype for v in _saved_tensors(p).values()} == {torch.float32} and conf["dtype"] == "float32"
+    card = (p / "README.md").read_text()
+    last = tr.history[-1]
+    for needle in ("`tiny`", "tiny_model", "`fixtures`: 4 interactions", f"{tr.step} optimizer steps", "lr 0.001",
+                   f"hindsight_ref {hindsight_ref.__version__}", f"loss {last['loss']:.4g}", "heldout_kl_after 0.25", "in float32"):
+        assert needle in card, needle
+    assert card.split("## The training config", 1)[1].count("\n") > 50       # the whole config
+    half = HindsightTrainer(cfg(tmp_path, "half", save_dtype="bfloat16"), *reading_model(tok), interactions=fx[:4])
+    half.train(); q = half.save()
+    saved = _saved_tensors(q)
+    assert {v.dtype for v in saved.values()} == {torch.bfloat16} and json.loads((q / "config.json").read_text())["dtype"] == "bfloat16"
+    assert next(half.model.parameters()).dtype == torch.float32
+    w = dict(half.model.named_parameters())["model.layers.0.mlp.up_proj.weight"]
+    assert torch.equal(saved["model.layers.0.mlp.up_proj.weight"], w.detach().to(torch.bfloat16))
+    with pytest.raises(ValueError, match="save_dtype"): cfg(tmp_path, save_dtype="fp16")
+
+
+def test_save_lora_names_a_loadable_base_and_merges(tmp_path, tok, fx):
+    from transformers import AutoModelForCausalLM
+    from hindsight_ref.models import EMBEDDED
+    alias = "smollm2-135m-instruct"                                    # as a run of the embedded model names it
+    tr = HindsightTrainer(cfg(tmp_path, model=alias, lr=1e-2, lora={"r": 4, "alpha": 8, "target_modules": "all-linear"},
+                              merge_lora=True), *tiny_model(tokenizer=tok), interactions=fx[:4])
+    tr.train()
+    p = tr.save()
+    assert json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"] == alias
+    card = (p / "README.md").read_text()
+    assert EMBEDDED[alias].install in card and "PeftModel.from_pretrained" in card and "/.cache/" not in card
+    merged = AutoModelForCausalLM.from_pretrained(p / "merged")
+    assert not any("lora" in k for k in merged.state_dict()) and json.loads((p / "merged" / "config.json").read_text())["use_cache"]
+    ids = torch.tensor([tr.encoded[0].student_ids])
+    with torch.no_grad():
+        trained, plain = tr.model(ids).logits, merged(ids).logits
+        base = tr.model.get_base_model()
+        with tr.model.disable_adapter(): untouched = base(ids).logits
+    assert (trained - untouched).abs().max() > 1e-3                   # the adapter changed the model ...
+    assert torch.allclose(plain, trained, atol=1e-4)                  # ... and the merged model is that model
+    with pytest.raises(ValueError, match="merge_lora"):
+        HindsightTrainer(cfg(tmp_path, "nolora", merge_lora=True), *tiny_model(tokenizer=tok), interactions=fx[:4]).save()
+
+
+def test_save_tensorboard_beside_the_jsonl_metrics(tmp_path, tok, fx, monkeypatch, capsys):
+    import importlib.util
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tr = HindsightTrainer(cfg(tmp_path, tensorboard=True), *tiny_model(tokenizer=tok), interactions=fx[:4])
+    tr.train()
+    ev = EventAccumulator(str(tmp_path / "run" / "tensorboard")); ev.Reload()
+    losses = [e.value for e in ev.Scalars("train/loss")]
+    assert losses == pytest.approx([r["loss"] for r in read_metrics(tmp_path / "run")], rel=1e-6)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    tr = HindsightTrainer(cfg(tmp_path, "none", tensorboard=True), *tiny_model(tokenizer=tok), interactions=fx[:4])
+    tr.train()
+    err = capsys.readouterr().err
+    assert err.count("tensorboard package is not installed") == 1 and len(err.strip().splitlines()) == 1
+    assert len(read_metrics(tmp_path / "none")) == 2 and not (tmp_path / "none" / "tensorboard").exists()
+
 def test_main_train_from_yaml(tmp_path):
     from hindsight_ref.cli import main_train
     tr = main_train(recipes_dir() / "smoke_tiny.yaml", output_dir=str(tmp_path / "smoke"), progress=False)
