@@ -1,11 +1,12 @@
 """One idea, one home: Eq. 1 is displayed where it is introduced (the index, the tour) and derived (`11_signal`), and
 linked elsewhere; the table of defaults (whose choice each is) lives in the index alone."""
-import json, re
+import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EQ1 = re.compile(r"\$\$\s*A_i\s*=")                                              # Eq. 1 as a display
-DEFAULTS_HEAD = re.compile(r"^\|[^\n]*\bdefault[^\n]*\|[^\n]*\b(whose|follows)\b", re.I | re.M)
+DEFAULTS_HEAD = re.compile(r"^\|[^\n]*\bdefault[^\n]*\|[^\n]*\b(whose|follows)\b", re.IGNORECASE | re.MULTILINE)
 
 
 def markdown(nb: dict) -> list[str]:
