@@ -228,8 +228,33 @@ print(f"used from {Path.cwd()} in {time.time() - t0:.0f} s")
 """
 
 
+def readme_library_example() -> str:
+    "The README's library example: its python block that imports from the package's top level."
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [b for b in blocks if b.startswith("from hindsight_ref import ")]
+    assert len(found) == 1, "the README has one library example, a python block starting `from hindsight_ref import ...`"
+    return found[0]
+
+
+def test_the_readme_library_example_is_one_import_and_short():
+    import hindsight_ref
+    code = readme_library_example()
+    lines = [l for l in code.splitlines() if l.strip()]
+    assert len(lines) <= 15, f"the library example is {len(lines)} lines; keep it to 15"
+    assert sum(l.startswith(("import ", "from ")) for l in lines) == 1
+    names = [n.strip() for n in lines[0].removeprefix("from hindsight_ref import ").split(",")]
+    assert set(names) <= set(hindsight_ref.__all__), set(names) - set(hindsight_ref.__all__)
+
+
+# The hub is out of reach in the tests: the example's model line loads a random toy model of the architecture it names.
+OFFLINE_MODEL = """import hindsight_ref.models as _m
+_m.load_model = lambda name, **kw: _m.random_model(name.split("/")[-1].lower(), toy=True)
+"""
+
+
 @pytest.mark.parametrize("kind", ["sdist", "wheel"])
 def test_installed_package_works_outside_the_repository(built, kind, tmp_path):
+    import hindsight_ref
     sdist, wheel, _ = built
     t0 = time.time()
     venv, py = fresh_venv(tmp_path, "venv", site_view(tmp_path))
@@ -242,5 +267,17 @@ def test_installed_package_works_outside_the_repository(built, kind, tmp_path):
     out = run([str(py), "-c", USE], cwd=work, env=env)
     assert "[1] toy world" in out and "needs the embedded model smollm2-135m-instruct" in out, out
     assert (work / "runs" / "demo" / "report.html").exists()
-    assert "usage: hindsight-ref" in run([str(venv / "bin" / "hindsight-ref"), "--help"], cwd=work, env=env)
+    # the command, as installed: --version, help, the recipes, one training and one protocol recipe by name at toy size
+    cli = str(venv / "bin" / "hindsight-ref")
+    assert run([cli, "--version"], cwd=work, env=env).strip() == f"hindsight-ref {hindsight_ref.__version__}"
+    assert "usage: hindsight-ref" in run([cli], cwd=work, env=env)
+    listed = run([cli, "recipes"], cwd=work, env=env)
+    assert all(f"\n{p.stem} " in listed for p in (PKG / "recipes").glob("*.yaml"))
+    run([cli, "train", "offline_paper", "--smoke", "output_dir=runs/train"], cwd=work, env=env)
+    assert (work / "runs" / "train" / "final" / "README.md").exists()
+    run([cli, "protocol", "personalize_qwen3-0.6b", "--smoke", "output_dir=runs/protocol"], cwd=work, env=env)
+    assert (work / "runs" / "protocol" / "curves.jsonl").exists()
+    # the README's library example
+    out = run([str(py), "-c", OFFLINE_MODEL + readme_library_example()], cwd=work, env=env)
+    assert (work / "runs" / "fruit" / "final" / "README.md").exists() and "runs/fruit/final" in out, out
     print(f"\n{kind}: installed and used from outside the repository in {time.time() - t0:.0f} s")
