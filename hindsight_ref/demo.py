@@ -218,9 +218,9 @@ def next_steps(recipes: str | None = None) -> list[str]:
             "local folder; a GPU for models that size).",
             "Read how each step works and is tested: the notebooks, one per step" + (f" ({docs})" if docs else "") +
             "; in a checkout, `jupyter lab nbs/`.",
-            f"Train on interactions: `hindsight-ref train RECIPE.yaml key=value ...`, starting from a recipe in "
-            f"{f'`{recipes}`' if recipes else '`hindsight_ref/recipes/` of the installed package'} "
-            "(`smoke_tiny.yaml` runs in well under a minute on a CPU)."]
+            "Train on interactions: `hindsight-ref recipes` lists the shipped recipes (" + (f"`{recipes}`" if recipes else
+            "`hindsight_ref/recipes/` of the installed package") + "), `hindsight-ref train smoke_tiny` runs one in well under a "
+            "minute on a CPU, `--smoke` any of them at toy size, and `hindsight-ref train --help` lists every setting."]
 
 def write_report(out: Path, world: dict, real: dict | None, info: dict, note: str | None = None) -> Path:
     "The story as one self-contained page `out/report.html`, plus report.json, the figures and (part 4) signals.jsonl."
