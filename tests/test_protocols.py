@@ -172,17 +172,9 @@ def toy_models():
 
 
 def shrink(spec: Protocol) -> Protocol:
-    "The recipe's code path at toy size: short lengths, one step per phase (two phases at most), fixture data, no 8-bit optimizer."
-    t = {**spec.train, "max_context_tokens": 384, "max_completion_tokens": 24, "max_new_tokens": 8, "batch_size": 1, "grad_accum": 2,
-         "optimizer": "adamw", "bf16": False, "save_every": None, "device": "cpu", "progress": False}
-    side = lambda s: ({"kind": "rule"} if not isinstance(s, dict) or s.get("backend") != "transformers"
-                      else {**{k: v for k, v in s.items() if k != "cache"}, "max_tokens": 6})
-    if spec.protocol == "offline":
-        return Protocol(**{**spec.__dict__, "train": {**t, "max_steps": 1, "max_context_tokens": 2048, "max_completion_tokens": 2048}, "data": {"source": "fixtures", "eval_size": 2},
-                           "eval": {"every": 1, "checks": ["kl_to_base", "perplexity"]}})
-    return Protocol(**{**spec.__dict__, "train": t, "phases": [{**p, "steps": 1} for p in spec.phases[:2]],
-                       "prompts": {"source": "fixtures", "train_n": 2, "eval_n": 2, "system": spec.prompts.get("system")},
-                       "user": side(spec.user), "judge": side(spec.judge), "eval": {**spec.eval, "every": 1, "max_new_tokens": 8}})
+    "The recipe's code path at toy size, as `hindsight-ref protocol NAME --smoke` runs it (`cli.smoke_protocol`)."
+    from hindsight_ref.cli import smoke_protocol
+    return smoke_protocol(spec)
 
 
 def test_there_is_a_recipe_per_model_and_protocol():
