@@ -232,7 +232,11 @@ def error_line(e: BaseException) -> str:
         msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return msg
 
-def load_train_config(config, overrides=(), smoke: bool = False):
+def load_train_config(
+    config,  # a shipped recipe's name, or the path of a YAML file of TrainConfig fields
+    overrides=(),  # `key=value` strings from the command line; they win over the file
+    smoke: bool = False,  # set the toy sizes of `smoke_train` first (the overrides still win)
+):
     "The `TrainConfig` of a training recipe (a path or a shipped name) with `key=value` overrides; every error names the fix."
     ov, p = parse_overrides(overrides), find_recipe(config)
     recipe = read_recipe(p)                       # the syntax first: a typo is reported before torch is imported
@@ -251,7 +255,11 @@ def resume_hint(config, overrides=()) -> str:
     return (f"No checkpoint was saved (save_every={cfg.save_every}), so the run starts over: set save_every=N to checkpoint "
             f"every N steps, and resume an interrupted run with: {cmd}")
 
-def main_train(config_path, load=None, **overrides):
+def main_train(
+    config_path,  # the path of a training recipe
+    load=None,  # `load(name) -> (model, tokenizer)`, e.g. `smoke_loader()`; None: the trainer loads `cfg.model`
+    **overrides,  # config fields that win over the file
+):
     "Train from a YAML config (keyword `overrides` win; `load(name)` makes the model, e.g. `smoke_loader()`); save and return the trainer."
     from hindsight_ref.train import TrainConfig
     from hindsight_ref.trainers import make_trainer
@@ -268,7 +276,11 @@ def main_train(config_path, load=None, **overrides):
     print(f"saved to {tr.save(metrics=kl)}")
     return tr
 
-def main_protocol(config, overrides=(), smoke: bool = False):
+def main_protocol(
+    config,  # a shipped protocol recipe's name, or the path of a protocol file
+    overrides=(),  # `key=value` strings replacing the protocol's top-level keys
+    smoke: bool = False,  # run it at toy size (`smoke_protocol`, `smoke_loader`)
+):
     "Run a protocol recipe (a path or a shipped name) with `key=value` overrides of its top-level keys; returns its result."
     from hindsight_ref.protocols import Protocol, run_protocol
     ov, p = parse_overrides(overrides), find_recipe(config)

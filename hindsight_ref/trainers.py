@@ -324,12 +324,12 @@ def base_model_ref(name: str) -> tuple[str, str]:
     if Path(name).expanduser().exists(): return name, "a local folder on the machine that trained this model"
     return name, f"the Hugging Face hub: `AutoModelForCausalLM.from_pretrained({name!r})`"
 
-def model_card(tr, saved_dtype: str, merged: bool, metrics: dict | None = None) -> str:
+def model_card(tr, metrics: dict | None = None) -> str:
     "The README.md of a saved model: base model, data, settings, final metrics, library version, how to load it."
     import yaml, hindsight_ref
-    c, (base, how) = tr.cfg, base_model_ref(tr.cfg.model)
-    last = next((r for r in reversed(tr.history) if not r.get("skipped")), {})
-    final = {**{k: last[k] for k in ("step", "loss", "mean_abs_A", "grad_norm", "hindsight_kl") if last.get(k) is not None}, **(metrics or {})}
+    c, (base, how), saved_dtype = tr.cfg, base_model_ref(tr.cfg.model), tr.cfg.save_dtype or tr.cfg.dtype
+    last = next((r for r in reversed(tr.history) if not r.get("skipped")), {})   # the final metrics: the last record's, and `metrics`
+    final = {**{k: v for k, v in last.items() if k in ("step", "loss", "mean_abs_A", "grad_norm", "hindsight_kl") and v is not None}, **(metrics or {})}
     head = {"library_name": "peft" if c.lora else "transformers", "tags": ["hindsight-self-distillation", "hindsight_ref"],
             **({"base_model": base} if "/" in base and how.startswith("the Hugging Face hub") else {})}
     load = (f"from peft import PeftModel\nbase = AutoModelForCausalLM.from_pretrained({base!r})   # see Base model\n"
@@ -345,12 +345,16 @@ def model_card(tr, saved_dtype: str, merged: bool, metrics: dict | None = None) 
         f"- **Training:** {tr.step} optimizer steps of {c.batch_size} x {c.grad_accum} interactions; loss {c.loss}, template "
         f"{c.template}, teacher {c.teacher}, lr {c.lr:g} ({c.schedule}), " + (f"LoRA {c.lora}" if c.lora else "all weights")
         + f"; weights {c.dtype}" + (" with bfloat16 autocast" if tr.bf16 else "") + f" on {tr.device}.",
-        f"- **Saved:** {'the adapter' if c.lora else 'the model'} in {saved_dtype}" + ("; merged into the base, a plain model, in `merged/`" if merged else "") + ".",
+        f"- **Saved:** {'the adapter' if c.lora else 'the model'} in {saved_dtype}" + ("; merged into the base, a plain model, in `merged/`" if c.merge_lora else "") + ".",
         "- **Final metrics:** " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()) or "none") + ".",
         "", "## Load it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", load, "```", "",
         "## The training config (`train_config.yaml`)", "", "```yaml", c.to_yaml().strip(), "```", ""])
 
-def save_model(tr, path=None, metrics: dict | None = None) -> Path:
+def save_model(
+    tr,  # the trainer whose model is saved
+    path=None,  # the folder (None: output_dir/final)
+    metrics: dict | None = None,  # numbers for the card beside the last logged record, e.g. the held-out hindsight KL
+) -> Path:
     "Save trainer `tr`'s model as `Trainer.save` documents; returns the folder (default output_dir/final)."
     c, p = tr.cfg, Path(path) if path is not None else tr.out / "final"
     if c.merge_lora and not c.lora: raise ValueError("merge_lora: true merges a LoRA adapter, and this run has none (lora: null). Fix: drop merge_lora.")
@@ -360,14 +364,13 @@ def save_model(tr, path=None, metrics: dict | None = None) -> Path:
         tr.tok.save_pretrained(where)
         if (f := where / "config.json").exists():        # the saved weights' dtype, and the KV cache back on for generation
             f.write_text(json.dumps({**json.loads(f.read_text()), "dtype": str(dtype)[6:], "use_cache": True}, indent=2, sort_keys=True) + "\n")
-    p.mkdir(parents=True, exist_ok=True); write(model, p)
+    p.mkdir(parents=True, exist_ok=True); write(model, p); c.to_yaml(p / "train_config.yaml")
     if c.lora:                                           # name a base another machine can load, not this one's cache folder
         a = json.loads((p / "adapter_config.json").read_text())
         (p / "adapter_config.json").write_text(json.dumps({**a, "base_model_name_or_path": base_model_ref(c.model)[0]}, indent=2))
         if c.merge_lora:
             with quiet_loading(): write(copy.deepcopy(model).merge_and_unload(), p / "merged")
-    c.to_yaml(p / "train_config.yaml")
-    (p / "README.md").write_text(model_card(tr, str(dtype)[6:], c.merge_lora, metrics), encoding="utf-8")
+    (p / "README.md").write_text(model_card(tr, metrics), encoding="utf-8")
     return p
 
 def log_tensorboard(tr, rec: dict):
@@ -377,8 +380,7 @@ def log_tensorboard(tr, rec: dict):
         if not ok: print("tensorboard: true, but the tensorboard package is not installed: metrics go to metrics.jsonl only. Fix: pip install tensorboard.", file=sys.stderr)
         tr._tb = __import__("torch.utils.tensorboard", fromlist=["SummaryWriter"]).SummaryWriter(str(tr.out / "tensorboard")) if ok else None
     for k, v in rec.items() if tr._tb else ():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step": tr._tb.add_scalar(f"train/{k}", v, rec["step"])
-    if tr._tb: tr._tb.flush()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step": tr._tb.add_scalar(f"train/{k}", v, rec["step"]); tr._tb.flush()
 
 # %% ../nbs/24_trainers.ipynb #4dca71b8
 class OnlineSource:
