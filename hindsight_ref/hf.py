@@ -112,3 +112,10 @@ class HindsightHFTrainer(_HFTrainer):
         "Resume: the causal LM that `_save` wrote goes back into the wrapped model."
         model = self.model if model is None else model
         return super()._load_from_checkpoint(resume_from_checkpoint, model=getattr(model, "model", model))
+
+    def _issue_warnings_after_load(self, load_result):
+        "Warn about missing keys, except tied weights (the LM head of a tied model is the embedding, which was loaded)."
+        params = dict(self.model.model.named_parameters(remove_duplicate=False))
+        loaded = {params[n].data_ptr() for n in params if n not in load_result.missing_keys}
+        missing = [n for n in load_result.missing_keys if n not in params or params[n].data_ptr() not in loaded]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
