@@ -55,10 +55,25 @@ def test_two_processes_take_the_step_of_one(one_process, tmp_path):
     for a, b in zip(one["losses"], two["losses"]):
         assert abs(a - b) <= loss_tol(a), (one["losses"], two["losses"])
     g1, g2 = one["grads"][0], two["grads"][0]                    # step 1: both start from the same weights
+    assert g1.keys() == g2.keys() and max(g.abs().max().item() for g in g1.values()) > 1e-3   # a real gradient
     delta = 64 * U * max(g.abs().max().item() for g in g1.values())
-    assert max(g.abs().max().item() for g in g1.values()) > 1e-3  # a real gradient, not zeros
     for n in g1: assert (g1[n] - g2[n]).abs().max() <= delta, n
     assert_weights_close(two["weights"][0], one["weights"][0], adam_tol(g1, delta))
+
+
+def test_fully_sharded_the_teacher_pass_sees_the_students_weights(one_process, tmp_path):
+    "FSDP2 full shard over two processes: each pass gathers the same sharded weights, so loss and gradient are one process's."
+    subprocess_out = tmp_path / "run"; subprocess_out.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(LAUNCH),
+                        str(subprocess_out), "--fsdp"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sharded, one = torch.load(subprocess_out / "fsdp.pt"), one_process
+    assert sharded["world"] == 2 and abs(sharded["loss"] - one["losses"][0]) <= loss_tol(one["losses"][0])
+    g1 = one["grads"][0]
+    delta = 64 * U * max(g.abs().max().item() for g in g1.values())
+    assert sharded["grads"].keys() == g1.keys()
+    for n in g1: assert (sharded["grads"][n] - g1[n]).abs().max() <= delta, n
 
 
 def test_the_comparison_can_fail(one_process):
