@@ -31,6 +31,10 @@ class HindsightModule(torch.nn.Module):
         self.model, self.loss_args = model, dict(loss_args)
         self._ref = (ref,)                 # in a tuple: the anchor's reference is neither trained nor saved with the module
 
+    @property
+    def _no_split_modules(self):           # FSDP's transformer auto-wrap finds the decoder-layer class here, as on the model
+        return getattr(self.model, "_no_split_modules", None)
+
     def forward(self, **batch):
         "The `LossOut` of the batch; the live model is its own stop-gradient teacher."
         return hindsight_loss(self.model, batch, ref=self._ref[0], **self.loss_args)
@@ -109,9 +113,10 @@ class HindsightHFTrainer(_HFTrainer):
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        "Resume: the causal LM that `_save` wrote goes back into the wrapped model."
+        "Resume: the causal LM that `_save` wrote goes back into the wrapped model (FSDP's sharded checkpoint: the whole module)."
         model = self.model if model is None else model
-        return super()._load_from_checkpoint(resume_from_checkpoint, model=getattr(model, "model", model))
+        if not self.is_fsdp_enabled: model = getattr(model, "model", model)
+        return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
 
     def _issue_warnings_after_load(self, load_result):
         "Warn about missing keys, except tied weights (the LM head of a tied model is the embedding, which was loaded)."
