@@ -256,3 +256,53 @@ def test_hindsight_loss_on_the_tiny_model_matches_trl(variant, tok, fx):
     tol = _tol(s.log_softmax(-1), t.log_softmax(-1)) * (16 if cfg.loss == "sampled_token" else 1)
     assert torch.allclose(ours, theirs, atol=tol, rtol=0), (ours, theirs, tol)
     assert ours.abs().max() > 10 * tol                     # a loss far from zero, so agreement means something
+
+
+# ---- the launcher configurations: each accepted by accelerate as `accelerate launch --config_file` reads it -----------
+LAUNCH_DIR = ROOT / "hindsight_ref" / "launch"
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")])
+def test_launcher_configs_are_accepted_by_accelerate(name, kind, monkeypatch):
+    "Parsed by accelerate's config loader, validated as `accelerate launch` validates it, and turned into its plugin."
+    import json
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+    monkeypatch.chdir(ROOT)                                         # zero3.yaml names its json relative to the repository
+    path = f"hindsight_ref/launch/{name}.yaml"
+    cfg = load_config_from_file(path)
+    assert cfg.distributed_type == kind and cfg.mixed_precision == "bf16" and not cfg.use_cpu
+    args = launch_command_parser().parse_args(["--config_file", path, "--num_processes", "4", "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    assert (args.multi_gpu, args.use_fsdp, args.use_deepspeed) == (kind == "MULTI_GPU", kind == "FSDP", kind == "DEEPSPEED")
+    if kind == "DEEPSPEED":
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)   # as launch_command sets it
+        _, env = prepare_deepspeed_cmd_env(args)
+    else: env = prepare_multi_gpu_env(args)
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    if kind == "FSDP":
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True      # full shard
+        assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+    if kind == "DEEPSPEED":
+        plugin = DeepSpeedPlugin()
+        assert plugin.zero_stage == 3 and plugin.hf_ds_config.is_zero3()
+        ds = json.loads((LAUNCH_DIR / "zero3.json").read_text())
+        assert ds["zero_optimization"]["stage"] == 3
+        assert all(ds[k] == "auto" for k in ("gradient_accumulation_steps", "gradient_clipping", "train_micro_batch_size_per_gpu"))
+
+
+def test_the_fsdp_auto_wrap_finds_the_decoder_layers_through_the_adapter(tok):
+    "accelerate's transformer auto-wrap reads _no_split_modules from the module it wraps: the adapter passes the model's on."
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from hindsight_ref.hf import HindsightModule
+    from hindsight_ref.models import tiny_model
+    model, _ = tiny_model(tokenizer=tok)
+    module = HindsightModule(model, {})
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    plugin.set_auto_wrap_policy(module)
+    assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+    wrapped = [m for m in module.modules() if plugin.auto_wrap_policy(m, False, 0)]
+    assert len(wrapped) == len(model.model.layers)
