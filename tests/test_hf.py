@@ -306,3 +306,16 @@ def test_the_fsdp_auto_wrap_finds_the_decoder_layers_through_the_adapter(tok):
     assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
     wrapped = [m for m in module.modules() if plugin.auto_wrap_policy(m, False, 0)]
     assert len(wrapped) == len(model.model.layers)
+
+
+def test_the_docs_page_holds_the_estimators_table():
+    "docs/distributed.md shows exactly what tools/distributed_memory.py computes, and the pick follows the numbers."
+    sys.path.insert(0, str(ROOT / "tools"))
+    import distributed_memory as dm
+    page = (ROOT / "docs" / "distributed.md").read_text()
+    assert dm.table() in page, "docs/distributed.md is stale: paste the output of `python tools/distributed_memory.py`"
+    assert "estimates until measured" in page and "cannot run here" in page
+    assert dm.pick("qwen3-0.6b", 4) == "`ddp.yaml`" and dm.pick("qwen3-8b", 8).startswith("`fsdp.yaml`")
+    assert dm.per_gpu("qwen3-8b", 8, True) < dm.per_gpu("qwen3-8b", 4, True) < dm.per_gpu("qwen3-8b", 1, False)
+    # 16 bytes a parameter is the replicated state: the estimator's weights, gradients and AdamW moments
+    assert abs(dm.per_gpu("qwen3-8b", 1, False) - 16 * 8.19 - 7.7) < 1.0
