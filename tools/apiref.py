@@ -17,7 +17,7 @@ COURSE = [
     ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
     ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
                                            "toyworld.experiments"]),
-    ("Appendices, the engineering", ["models", "data", "fused", "backends", "demo", "cli"]),
+    ("Appendices, the engineering", ["models", "data", "fused", "backends", "hf", "demo", "cli"]),
 ]
 # Public because other modules share them, but not what a user of the library calls: listed last on their page, marked.
 HELPERS = {"models.cache_dir", "models.file_lock", "models.build_once", "models.quiet_loading", "toyworld.model.torch_threads",
