@@ -158,7 +158,8 @@ def answers(path: Path, model, tok, xs: list, key: str, max_new_tokens: int, bat
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
     cfg = TrainConfig.from_dict({"progress": False, **spec.train, "mode": mode, "output_dir": str(out / "train"), **extra})
-    if any((out / "train" / "checkpoints").glob("step-*[0-9]")): cfg.resume_from = "latest"
+    if any((out / "train" / n).exists() for n in ("checkpoints", "metrics.jsonl", "interactions.jsonl")):
+        cfg.resume_from = "latest"                    # (a run killed before its first checkpoint starts over)
     return cfg
 
 # %% ../nbs/32_protocols.ipynb #1efb5ef6
