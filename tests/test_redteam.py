@@ -172,6 +172,12 @@ def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_ove
         with pytest.raises(FolderLockedError, match=rf"in use by another run \(pid {p.pid} on .*choose another output_dir"):
             trainer(tok, out, fx[:4])
         assert sorted(x.name for x in out.iterdir()) == [".lock"]                            # nothing written
+        from hindsight_ref.protocols import Protocol, run_protocol                           # a protocol run there neither
+        spec = Protocol(protocol="offline", train=dict(model="tiny", max_steps=1), data=dict(source="fixtures", eval_size=2),
+                        eval=dict(every=1, checks=["kl_to_base"]), output_dir=str(out))
+        with pytest.raises(FolderLockedError, match="in use by another protocol run"):
+            run_protocol(spec, verbose=False)
+        assert sorted(x.name for x in out.iterdir()) == [".lock"]
     finally:
         p.kill(); p.wait()
     with pytest.warns(UserWarning, match=rf"taking over the lock .*pid {p.pid}"):
