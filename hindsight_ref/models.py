@@ -110,6 +110,9 @@ def lock_folder(folder, what: str = "run") -> Path:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"; os.close(fd)
         raise FolderLockedError(f"{folder} is in use by another {what} ({holder}): two {what}s writing into one folder would "
                                 f"mix their records. Fix: wait until that {what} ends, or choose another output_dir.") from None
+    except OSError as e:                                             # a file system without flock (some network mounts)
+        os.close(fd); warnings.warn(f"{f}: cannot lock ({e.strerror}); two {what}s started into {folder} would not be stopped.")
+        return f
     if stale := os.pread(fd, 200, 0).decode(errors="replace").strip():   # its flock is gone: that process is gone
         warnings.warn(f"{f}: taking over the lock of a {what} that ended without releasing it ({stale}, no longer running).")
     os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)

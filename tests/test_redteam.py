@@ -186,6 +186,15 @@ def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_ove
     assert steps(out) == [1, 2, 3, 4] and (out / ".lock").read_text().startswith(f"pid {os.getpid()}")
 
 
+def test_a_folder_that_cannot_be_locked_says_so(tmp_path, monkeypatch):
+    import errno, fcntl
+    from hindsight_ref.models import lock_folder
+    def no_flock(*a): raise OSError(errno.ENOLCK, "No locks available")                     # some network file systems
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.warns(UserWarning, match="cannot lock .No locks available.; two runs started into"):
+        assert lock_folder(tmp_path / "run") == tmp_path / "run" / ".lock"
+
+
 # ---- (6) the verdict parser reads the decision ---------------------------------------------------------------------------
 @pytest.mark.parametrize("text, want", [
     ("Response B is worse.", "A"), ("The format says 'Output: B'. I prefer A.", "A"), ("I prefer A.", "A"),
