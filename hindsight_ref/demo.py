@@ -80,14 +80,19 @@ def check_demo_args(
     return out
 
 # %% ../nbs/95_demo.ipynb #018649e5
+# the paper's recipe (no anchor) against the anchored one at the demo's size, as the last section of 95_demo measures it
+_PAPER_RECIPE = dict(n_interactions=150, win=0.98, max_drift=0.23, anchored_max_drift=0.05)
+
 def recipe_text(recipe: dict) -> tuple[str, str]:
     "What the online run trains with, and what the paper's recipe (live teacher, no anchor) does here ('' if it is that one)."
     clip = f"gradient clip {recipe['max_grad_norm']:g}" if recipe["max_grad_norm"] else "no gradient clip"
     loss, tail = recipe["loss"].replace("_", "-"), f"lr {recipe['lr']:g}, {clip}"
     if not recipe["ref_kl"]: return f"Algorithm 1 / Fig. 5 in miniature, the paper's recipe ({loss} loss, no anchor), {tail}", ""
     return (f"Algorithm 1 / Fig. 5 in miniature, {loss} loss with a KL anchor to the base model (beta {recipe['ref_kl']:g}), {tail}",
-            "The paper's recipe has no anchor: in this 0.13M-parameter model it learns the wish as well, but also drifts "
-            "attributes the user never mentioned (measured in 35_toyworld and in 95_demo).")
+            "The paper's recipe has no anchor: in this 0.13M-parameter model it learns the wish as well (win rate "
+            f"{_PAPER_RECIPE['win']:.2f} at {_PAPER_RECIPE['n_interactions']} interactions) but moves an attribute the user "
+            f"never mentioned by {_PAPER_RECIPE['max_drift']:.2f} in rate, against {_PAPER_RECIPE['anchored_max_drift']:.2f} "
+            "with the anchor (measured in 95_demo; 35_toyworld sweeps the variants).")
 
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
