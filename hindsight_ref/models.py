@@ -30,7 +30,7 @@ class EmbeddedModel:
     package: str      # importable name of the package that holds the file
     pip: str          # what to install
     gguf_file: str    # file name inside the package folder
-    description: str = ""
+    description: str = ""  # one line on what the model is
     needs: tuple = ("gguf>=0.10", "accelerate>=1.0")   # what transformers needs to load the file (hindsight_ref[smollm2])
 
     @property
@@ -78,7 +78,12 @@ def file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-def build_once(out, build, rebuild: bool = False, marker: str = "ok") -> Path:
+def build_once(
+    out,  # the folder to make
+    build,  # build(tmp) writes the folder's files into the temporary folder tmp
+    rebuild: bool = False,  # build again even when the folder is complete
+    marker: str = "ok",  # text written to its .complete file
+) -> Path:
     "The folder `out`, made once by `build(tmp)` in a temporary folder that is renamed into place when complete."
     out = Path(out)
     if not rebuild and (out / ".complete").exists(): return out
@@ -139,7 +144,11 @@ def quiet_loading():
         hf_logging.set_verbosity(verbosity)
         if was: hf_logging.enable_progress_bar()
 
-def embedded_path(alias: str = DEFAULT_MODEL, what: str = "model", verbose: bool = True) -> Path:
+def embedded_path(
+    alias: str = DEFAULT_MODEL,  # name of the embedded model (a key of EMBEDDED)
+    what: str = "model",  # 'model' or 'tokenizer'
+    verbose: bool = True,  # say so when the model is converted
+) -> Path:
     "Folder of the converted embedded model or (`what='tokenizer'`) its tokenizer; converts on first use."
     if alias not in EMBEDDED:
         raise ModelLoadError(f"Unknown embedded model '{alias}'. Known: {sorted(EMBEDDED)}.")
@@ -219,7 +228,11 @@ def _from_hub_or_cache(loader, name, **kw):
     return loader(name, **kw)
 
 # %% ../nbs/90_models.ipynb #b426e972
-def load_tokenizer(name_or_path=DEFAULT_MODEL, chat_template: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(
+    name_or_path=DEFAULT_MODEL,  # a model alias (MODELS, EMBEDDED), a local folder or a hub id
+    chat_template: str | None = None,  # a chat template (Jinja text) to set when the tokenizer has none
+    trust_remote_code: bool = False,  # run code the repository ships (transformers' trust_remote_code)
+):
     "The tokenizer for an alias, local folder or hub id, checked for a chat template."
     loc, kind = _resolve(name_or_path, what="tokenizer")
     try:
@@ -239,9 +252,15 @@ def default_device() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return "mps"
     return "cpu"
 
-def load_model(name_or_path=DEFAULT_MODEL, dtype: torch.dtype | str = torch.float32, device: str | None = None,
-               chat_template: str | None = None, trust_remote_code: bool = False, attn_implementation: str | None = None,
-               **kwargs):
+def load_model(
+    name_or_path=DEFAULT_MODEL,  # a model alias (MODELS, EMBEDDED), a local folder or a hub id
+    dtype: torch.dtype | str = torch.float32,  # dtype of the weights: a torch.dtype or its name
+    device: str | None = None,  # device to put the model on (None: CUDA when available, else the CPU)
+    chat_template: str | None = None,  # a chat template (Jinja text) to set when the tokenizer has none
+    trust_remote_code: bool = False,  # run code the repository ships (transformers' trust_remote_code)
+    attn_implementation: str | None = None,  # transformers' attention implementation, e.g. 'sdpa', 'eager' (None: its default)
+    **kwargs,  # passed on to `AutoModelForCausalLM.from_pretrained`
+):
     "Load `(model, tokenizer)` from an alias, a local folder or a hub id; the model is in eval mode (dropout off)."
     if isinstance(dtype, str): dtype = getattr(torch, dtype)
     tok = load_tokenizer(name_or_path, chat_template=chat_template, trust_remote_code=trust_remote_code)
@@ -278,8 +297,16 @@ def eval_mode(model):
         for m, was in modes: m.training = was
 
 # %% ../nbs/90_models.ipynb #89ab1f6d
-def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int = 0, tokenizer=None,
-               dtype: torch.dtype = torch.float32, init_std: float | None = None, logit_scale: float = 1.0):
+def tiny_model(
+    n_layers: int = 2,  # decoder layers
+    hidden: int = 64,  # hidden size
+    n_heads: int = 4,  # attention heads
+    seed: int = 0,  # seed of the random weights
+    tokenizer=None,  # tokenizer to use (None: SmolLM2's)
+    dtype: torch.dtype = torch.float32,  # dtype of the weights
+    init_std: float | None = None,  # standard deviation of the decoder's linear weights (None: transformers' init)
+    logit_scale: float = 1.0,  # scale of the final norm's weight, hence of the logits
+):
     "A random small Llama `(model, tokenizer)` with the SmolLM2 tokenizer; `init_std`, `logit_scale`: it reads its context."
     tok = tokenizer if tokenizer is not None else load_tokenizer(DEFAULT_MODEL)
     check_chat_template(tok, "The tokenizer passed to tiny_model")
@@ -350,7 +377,11 @@ def _architecture(arch: str) -> Architecture:
     return ARCHITECTURES[arch]
 
 # %% ../nbs/90_models.ipynb #27c0a6a4
-def architecture_config(arch: str, toy: bool = False, **overrides):
+def architecture_config(
+    arch: str,  # a name in ARCHITECTURES
+    toy: bool = False,  # a tiny model of the same layout instead of the full size
+    **overrides,  # config fields that replace the architecture's
+):
     "The transformers config of `arch` (full size, or `toy=True`), with `overrides` applied."
     spec = _architecture(arch)
     c = dict(spec.config)
@@ -362,8 +393,15 @@ def architecture_config(arch: str, toy: bool = False, **overrides):
     c.update(overrides)
     return AutoConfig.for_model(spec.model_type, **c)
 
-def random_model(arch: str, tokenizer=None, toy: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 device: str | None = None, **overrides):
+def random_model(
+    arch: str,  # a name in ARCHITECTURES
+    tokenizer=None,  # tokenizer to use (None: the architecture's)
+    toy: bool = False,  # a tiny model of the same layout instead of the full size
+    dtype: torch.dtype = torch.float32,  # dtype of the weights
+    seed: int = 0,  # seed of the random weights
+    device: str | None = None,  # device to put the model on (None: the CPU)
+    **overrides,  # config fields that replace the architecture's
+):
     "A random-init `(model, tokenizer)` of a published shape in `ARCHITECTURES` (`toy=True`: tiny, same layout)."
     tok = tokenizer if tokenizer is not None else architecture_tokenizer(arch)
     check_chat_template(tok, f"The tokenizer for {arch}")

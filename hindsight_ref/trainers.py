@@ -35,7 +35,11 @@ def checkpoints_in(out_dir) -> list[Path]:
     "The complete checkpoints under `out_dir/checkpoints`, oldest first (unfinished `.tmp` folders are not counted)."
     return sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
-def save_checkpoint(path, state: dict, cfg: TrainConfig) -> Path:
+def save_checkpoint(
+    path,  # the checkpoint folder
+    state: dict,  # what to save (weights, optimizer, ...), as torch.save takes it
+    cfg: TrainConfig,  # the training config, saved beside it
+) -> Path:
     "Write `state` (weights, optimizer, ... as `torch.save` takes) and the config atomically into the folder `path`."
     path = Path(path); tmp = path.with_name(path.name + ".tmp")
     try:
@@ -89,7 +93,14 @@ def fingerprint(item) -> str:
 class Trainer:
     "Hindsight training over a batch source: the loop, non-finite steps, an EMA teacher, the schedule, checkpoints, metrics."
 
-    def __init__(self, cfg: TrainConfig, model, tok, source, eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model,  # the model to train (None: loaded from cfg.model)
+        tok,  # its tokenizer (with `model`)
+        source,  # the batch source: where each optimizer step's micro-batches come from
+        eval_interactions: list | None = None,  # held-out interactions for the hindsight-KL evaluation (None: none)
+    ):
         self.cfg, self.out, self.source = cfg, Path(cfg.output_dir), source
         self._check_output_dir()
         set_seed(cfg.seed)
@@ -347,8 +358,14 @@ class LoggedSource:
 
 class HindsightTrainer(Trainer):
     "The offline trainer: hindsight self-distillation over logged interactions (x, y, o); two passes per batch, no generation."
-    def __init__(self, cfg: TrainConfig, model=None, tok=None, interactions: list | None = None,
-                 eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model=None,  # the model to train (None: loaded from cfg.model)
+        tok=None,  # its tokenizer (with `model`)
+        interactions: list | None = None,  # the logged interactions (x, y, o) (None: read from cfg.data)
+        eval_interactions: list | None = None,  # held-out interactions (None: cfg.eval_size of them split off)
+    ):
         its = _read_data(cfg) if interactions is None else list(interactions)   # the data before the model: fails in seconds
         if eval_interactions is None: its, eval_interactions = split_heldout(its, cfg.eval_size, cfg.seed)
         if not its:
@@ -400,8 +417,16 @@ class OnlineSource:
 
 class OnlineTrainer(Trainer):
     "The online trainer (Algorithm 1): sample y from the current policy, get o from the user, take the step; each x once per epoch."
-    def __init__(self, cfg: TrainConfig, model=None, tok=None, prompts: list | None = None, simulator=None,
-                 interactions: list | None = None, eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model=None,  # the policy to train (None: loaded from cfg.model)
+        tok=None,  # its tokenizer (with `model`)
+        prompts: list | None = None,  # the contexts x to sample y for (None: those of the logged interactions)
+        simulator=None,  # the user: simulator(x, y) -> follow-up o, batched when it has `.many`
+        interactions: list | None = None,  # logged interactions whose contexts are the prompts (None: read from cfg.data)
+        eval_interactions: list | None = None,  # held-out interactions (None: without prompts, cfg.eval_size of the logged ones split off)
+    ):
         if prompts is None:                              # the contexts of logged interactions, each once
             its = _read_data(cfg) if interactions is None else list(interactions)
             if eval_interactions is None: its, eval_interactions = split_heldout(its, cfg.eval_size, cfg.seed)

@@ -126,7 +126,7 @@ def docstring_params(doc):
 
 def param_table(obj, doc=None):
     "Rows {name: {anno, default, docment}} of every parameter: docments comments first, then the docstring's list."
-    try: d = docments(obj, full=True)
+    try: d = docments(obj, full=True, args_kwargs=True)
     except Exception: return {}  # builtins and C extensions have no source to read comments from
     _, listed = docstring_params(doc)
     rows = {k: dict(v) for k, v in d.items() if k not in ("self", "cls")}
