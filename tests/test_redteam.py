@@ -3,7 +3,6 @@ kills and odd input. (1) eval answers keyed by what they depend on; (2) answer-c
 never lose a record; (3) one output-folder guard, resume included, and a data fingerprint in checkpoints; (4) SIGTERM handled
 like Ctrl-C; (5) a lock on the output folder; (6) a verdict parser that reads the decision; (7) the signal's input checks are
 the trainer's; (8) non-finite config values refused, a rule user linear in its answer."""
-import json
 import math
 import multiprocessing
 import os
