@@ -20,11 +20,25 @@ class BackendError(RuntimeError):
 
 class TransformersChat:
     "Chat completions from a local transformers model, sampled by `sampling.sample_completions` (nothing inherited)."
-    def __init__(self, model, tok, name: str | None = None, batch_size: int = 8, max_context_tokens: int = 8192, seed: int | None = 0):
+    def __init__(
+        self,
+        model,  # the local chat model
+        tok,  # its tokenizer
+        name: str | None = None,  # name in the backend id (None: the model's)
+        batch_size: int = 8,  # conversations per generation batch
+        max_context_tokens: int = 8192,  # longest conversation, tokens
+        seed: int | None = 0,  # sampling seed of the first batch, the next ones counting up (None: unseeded)
+    ):
         self.model, self.tok, self.batch_size, self.max_context_tokens, self.seed = model, tok, batch_size, max_context_tokens, seed
         self.id = f"transformers:{name or getattr(model.config, 'name_or_path', '') or type(model).__name__}"
 
-    def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+    def complete(
+        self,
+        batch: list[list[dict]],  # chat message lists, one answer each
+        max_tokens: int = 256,  # longest answer, in tokens
+        temperature: float = 0.0,  # sampling temperature (0: greedy)
+        top_p: float = 1.0,  # nucleus sampling mass (1: no cut)
+    ) -> list[str]:
         "One answer per list of chat messages in `batch` (temperature 0: greedy)."
         if temperature < 0 or not 0 < top_p <= 1: raise ValueError(f"Need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}.")
         from hindsight_ref.sampling import sample_completions   # torch is loaded only when a local model answers
@@ -46,8 +60,15 @@ def _openai():
 
 class OpenAIChat:
     "Chat completions from an OpenAI-compatible endpoint (vLLM, Ollama, hosted APIs) through the `openai` client."
-    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 4, concurrency: int = 4):
+    def __init__(
+        self,
+        model: str,  # the model name the server knows
+        base_url: str | None = None,  # an OpenAI-compatible server (None: api.openai.com)
+        api_key_env: str = "OPENAI_API_KEY",  # environment variable that holds the API key
+        timeout: float = 60.0,  # seconds per request
+        max_retries: int = 4,  # retries of a failed request
+        concurrency: int = 4,  # requests in flight at a time
+    ):
         openai = _openai()
         key = os.environ.get(api_key_env)
         if not key and base_url is None:
@@ -84,7 +105,13 @@ class OpenAIChat:
             raise BackendError(f"{self.id}: the response is not a chat completion (no choices[0].message.content): {str(r)[:200]}")
         return text.strip()
 
-    def complete(self, batch: list[list[dict]], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+    def complete(
+        self,
+        batch: list[list[dict]],  # chat message lists, one answer each
+        max_tokens: int = 256,  # longest answer, in tokens
+        temperature: float = 0.0,  # sampling temperature (0: greedy)
+        top_p: float = 1.0,  # nucleus sampling mass (1: no cut)
+    ) -> list[str]:
         "One answer per list of chat messages in `batch`, `concurrency` requests at a time, in order."
         f = lambda m: self._one(m, max_tokens, temperature, top_p)
         if self.concurrency <= 1 or len(batch) <= 1: return [f(m) for m in batch]
@@ -106,7 +133,11 @@ class ChatCache:
                           f"is not changed) and their answers recomputed if needed.")
 
     @staticmethod
-    def key(backend_id: str, messages: list[dict], settings: dict) -> str:
+    def key(
+        backend_id: str,  # the backend's id
+        messages: list[dict],  # the chat messages asked
+        settings: dict,  # the generation settings
+    ) -> str:
         "The record key: a hash of (backend id, generation settings, messages)."
         s = json.dumps([backend_id, settings, messages], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(s.encode("utf-8")).hexdigest()[:32]
@@ -115,20 +146,35 @@ class ChatCache:
     def __getitem__(self, key): return self.data[key]
     def __len__(self): return len(self.data)
 
-    def put(self, key: str, text: str, **record):
+    def put(
+        self,
+        key: str,  # the record key (ChatCache.key)
+        text: str,  # the answer
+        **record,  # readable fields stored beside it
+    ):
         "Record `text` under `key` (appended to the file and synced, with the readable fields of `record`)."
         self.data[key] = text
         if self.path is not None: write_records(self.path, {"key": key, "text": text, **record}, sync=True)
 
 class CachedChat:
     "A backend whose answers are recorded in a `ChatCache` and replayed; `backend=None`: replay only, or `build()` it on a miss."
-    def __init__(self, backend, cache: ChatCache | str | Path | None = None, backend_id: str | None = None,
-                 build: Callable | None = None):
+    def __init__(
+        self,
+        backend,  # the backend that answers a miss (None: replay only, or `build`)
+        cache: ChatCache | str | Path | None = None,  # a ChatCache or the path of its JSONL file (None: in memory only)
+        backend_id: str | None = None,  # id the answers are recorded under (None: the backend's)
+        build: Callable | None = None,  # build() -> backend, called on the first miss (a local model loaded only when needed)
+    ):
         if backend is None and backend_id is None: raise ValueError("A CachedChat without a backend (backend=None) needs backend_id=.")
         self.backend, self.build, self.id = backend, build, backend_id or backend.id
         self.cache = cache if isinstance(cache, ChatCache) else ChatCache(cache)
 
-    def complete(self, batch: list[list[dict]], records: list[dict] | None = None, **settings) -> list[str]:
+    def complete(
+        self,
+        batch: list[list[dict]],  # chat message lists, one answer each
+        records: list[dict] | None = None,  # readable fields stored with each answer (None: none)
+        **settings,  # generation settings passed to the backend, part of the key
+    ) -> list[str]:
         "Recorded answers; the missing ones computed in one batch and recorded (`records`: readable fields per item)."
         keys = [ChatCache.key(self.id, m, settings) for m in batch]
         pending = {}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/96_cli.ipynb #522dca34
 from __future__ import annotations
-import argparse, ast, copy, difflib, importlib.util, io, re, shlex, sys, tokenize, traceback
+import argparse, ast, copy, difflib, importlib.util, io, re, shlex, signal, sys, threading, tokenize, traceback
 from pathlib import Path
 
 import hindsight_ref
@@ -293,10 +293,13 @@ def main_protocol(
     return res
 
 def main(argv=None) -> int:
-    "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130."
+    "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130, SIGTERM 143."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv: make_parser().print_help(); return 0
     a = parse_command_line(argv)
+    term, main_thread = [], threading.current_thread() is threading.main_thread()
+    def on_term(signum, frame): term.append(signum); raise KeyboardInterrupt   # before training starts (loading): stop here
+    before = signal.signal(signal.SIGTERM, on_term) if main_thread else None  # (the trainer ends its step first, then saves)
     try:
         if a.cmd == "demo":
             run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device,
@@ -304,19 +307,22 @@ def main(argv=None) -> int:
         elif a.cmd == "recipes": print_recipes()
         elif a.cmd == "protocol": main_protocol(a.config, a.overrides, smoke=a.smoke)
         else:
-            cfg, ov = load_train_config(a.config, a.overrides, smoke=a.smoke)   # the config's checks run before any model is loaded
+            _, ov = load_train_config(a.config, a.overrides, smoke=a.smoke)   # the config's checks run before any model is loaded
             main_train(find_recipe(a.config), load=smoke_loader() if a.smoke else None, **ov)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if a.debug: traceback.print_exc()
         hint = {"train": lambda: resume_hint(a.config, a.overrides),
                 "protocol": lambda: "Run the same command again: the protocol resumes from its newest checkpoint."}.get(
                     a.cmd, lambda: "Nothing to resume: run the same command again.")()
-        print(f"\n{PROG}: interrupted. {hint}", file=sys.stderr)
-        return 130
+        sig = getattr(e, "signum", None) or (term[0] if term else signal.SIGINT)
+        print(f"\n{PROG}: {'terminated (SIGTERM)' if sig == signal.SIGTERM else 'interrupted'}. {hint}", file=sys.stderr)
+        return 128 + sig
     except Exception as e:
         if a.debug: traceback.print_exc()
         print(f"{PROG}: error: {error_line(e)}" + ("" if a.debug else " (--debug shows the traceback)"), file=sys.stderr)
         return 1
+    finally:
+        if main_thread: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     return 0
 
 if __name__ == "__main__" and "IPython" not in sys.modules: sys.exit(main())

@@ -24,11 +24,11 @@ PLACEMENTS = ("user", "turns")
 @dataclass(frozen=True)
 class HindsightTemplate:
     "How the follow-up `o` enters the teacher context: a `block` with an `{o}` placeholder and a `placement`."
-    name: str
-    block: str = "\n\n{o}"
+    name: str  # the template's name (a key of TEMPLATES for the built-in ones)
+    block: str = "\n\n{o}"  # text added for the follow-up o; must contain the placeholder `{o}`
     placement: str = "user"     # "user": block appended to the last user turn of x; "turns": y and o as turns after x
-    strip_o: bool = True
-    description: str = ""
+    strip_o: bool = True  # strip white space around o before it is inserted
+    description: str = ""  # one line saying what the template is for
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -50,7 +50,12 @@ class HindsightTemplate:
         _check_x(x)
         return [dict(m) for m in x]
 
-    def teacher_messages(self, x: list[dict], o: str, y: str | None = None) -> list[dict]:
+    def teacher_messages(
+        self,
+        x: list[dict],  # the context x: chat messages ending with a user message
+        o: str,  # the follow-up o (the user's next message)
+        y: str | None = None,  # the completion y; needed by the 'turns' placement only
+    ) -> list[dict]:
         "The hindsight context (x, o) as chat messages; `y` is needed by the 'turns' placement only."
         msgs = self.student_messages(x)
         if self.placement == "user":
@@ -111,7 +116,11 @@ def chat_template_kwargs(tokenizer) -> dict:
     if not isinstance(tpl, str): tpl = json.dumps(tpl)
     return {"enable_thinking": False} if "enable_thinking" in tpl else {}
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer,  # tokenizer with a chat template
+    messages: list[dict],  # chat messages ({'role', 'content'} dicts)
+    add_generation_prompt: bool = True,  # end with the assistant header, where y begins
+) -> str:
     "Chat-template text of `messages` (generation prompt on, thinking off where supported)."
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("The tokenizer has no chat template; the contexts are rendered with it. Use an instruct model "
@@ -150,12 +159,12 @@ NO_TRUNCATION = {"student": 0, "teacher": 0, "completion": 0, "history_messages"
 @dataclass
 class EncodedInteraction:
     "Token ids of one interaction: student context, teacher context and the completion ids both share."
-    student_context_ids: list[int]
-    teacher_context_ids: list[int]
-    completion_ids: list[int]
-    interaction: Interaction | None = None
-    truncated: dict = field(default_factory=lambda: dict(NO_TRUNCATION))
-    template: str = DEFAULT_TEMPLATE
+    student_context_ids: list[int]  # token ids of the student context x (chat template and generation prompt)
+    teacher_context_ids: list[int]  # token ids of the teacher context (x, o)
+    completion_ids: list[int]  # token ids of the completion y and its end-of-turn token
+    interaction: Interaction | None = None  # the interaction it encodes, when known
+    truncated: dict = field(default_factory=lambda: dict(NO_TRUNCATION))  # tokens cut per part: student, teacher, completion, history_messages
+    template: str = DEFAULT_TEMPLATE  # name of the hindsight template used
 
     @property
     def student_ids(self) -> list[int]:
@@ -176,7 +185,10 @@ class EncodedInteraction:
 _SKIP_FIX = "or set on_bad_record='skip' to skip such interactions and count them"
 
 def _special_strings(tokenizer) -> list[str]:
-    return [s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if s]
+    "Strings read as one control token: special tokens and added ones (`<jupyter_code>`), but not those the chat template writes (`<think>`)."
+    tpl = getattr(tokenizer, "chat_template", None) or ""
+    added = [s for s in (tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}) if s not in tpl]
+    return [s for s in dict.fromkeys([*(getattr(tokenizer, "all_special_tokens", None) or []), *added]) if s]
 
 def _check_special_text(tokenizer, it: Interaction):
     texts = [("x", m["content"]) for m in it.x] + [("y", it.y), ("o", it.o)]
@@ -200,7 +212,13 @@ def _context_ids(tokenizer, t: HindsightTemplate, it: Interaction, x: list[dict]
     return (tokenize_text(tokenizer, render_chat(tokenizer, t.student_messages(x))),
             tokenize_text(tokenizer, render_chat(tokenizer, t.teacher_messages(x, it.o, it.y))))
 
-def fit_contexts(tokenizer, t: HindsightTemplate, it: Interaction, limit: int, truncation_side: str = "left"):
+def fit_contexts(
+    tokenizer,  # the model's tokenizer (with a chat template)
+    t: HindsightTemplate,  # the hindsight template
+    it: Interaction,  # the interaction (x, y, o)
+    limit: int,  # most tokens either context may have
+    truncation_side: str = "left",  # 'left': drop the oldest messages of x; 'error': raise instead
+):
     "Student and teacher context ids within `limit` tokens, dropping the oldest messages of x from both; and what was cut."
     s, te = _context_ids(tokenizer, t, it, it.x)
     full, dropped = (len(s), len(te)), 0
@@ -222,10 +240,17 @@ def fit_contexts(tokenizer, t: HindsightTemplate, it: Interaction, limit: int, t
                         f"of x, and the hindsight block are never cut). Fix: raise max_context_tokens to at least "
                         f"{max(len(s), len(te))}, shorten the question or the follow-up, {_SKIP_FIX}.")
 
-def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemplate = DEFAULT_TEMPLATE,
-                       max_context_tokens: int = 2048, max_completion_tokens: int = 2048, truncation_side: str = "left",
-                       truncate_completion: bool = False, eot_id: int | None = None,
-                       max_positions: int | None = None) -> EncodedInteraction:
+def encode_interaction(
+    tokenizer,  # the model's tokenizer (with a chat template)
+    it: Interaction,  # the interaction (x, y, o)
+    template: str | HindsightTemplate = DEFAULT_TEMPLATE,  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+    max_context_tokens: int = 2048,  # most tokens of either context; older messages of x are dropped to fit
+    max_completion_tokens: int = 2048,  # most tokens of y (with end-of-turn)
+    truncation_side: str = "left",  # 'left': drop the oldest messages of x to fit; 'error': raise instead
+    truncate_completion: bool = False,  # keep the first max_completion_tokens of a longer y instead of raising
+    eot_id: int | None = None,  # end-of-turn token id appended to y (None: the tokenizer's)
+    max_positions: int | None = None,  # the model's positions; a longer context + completion raises (None: no check)
+) -> EncodedInteraction:
     "Student and teacher context ids of `it` (older history dropped to fit) and the completion ids y + end-of-turn."
     if truncation_side not in ("left", "error"):
         raise ValueError(f"truncation_side must be 'left' (drop the oldest messages of x) or 'error', got {truncation_side!r}. "
@@ -255,8 +280,14 @@ def encode_interaction(tokenizer, it: Interaction, template: str | HindsightTemp
                             f"keeps the first tokens of long completions), {_SKIP_FIX}.")
     return EncodedInteraction(s_ids, t_ids, c_ids, it, {**cuts, "completion": cut_c}, t.name)
 
-def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | HindsightTemplate = DEFAULT_TEMPLATE,
-                        on_bad_record: str = "stop", report: FilterReport | None = None, **kw) -> list[EncodedInteraction]:
+def encode_interactions(
+    tokenizer,  # the model's tokenizer (with a chat template)
+    its: Iterable[Interaction],  # the interactions (x, y, o)
+    template: str | HindsightTemplate = DEFAULT_TEMPLATE,  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+    on_bad_record: str = "stop",  # 'stop': raise at the first one that cannot be encoded; 'skip': count it in report
+    report: FilterReport | None = None,  # FilterReport that counts what is kept and skipped (None: a new one)
+    **kw,  # passed on to `encode_interaction` (max_context_tokens, max_completion_tokens, ...)
+) -> list[EncodedInteraction]:
     "Encode many interactions; with `on_bad_record='skip'` each one that cannot be encoded is counted in `report`."
     if on_bad_record not in ON_BAD_RECORD:
         raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD} (stop at the first interaction that cannot be "
@@ -280,8 +311,14 @@ def encode_interactions(tokenizer, its: Iterable[Interaction], template: str | H
     return out
 
 # %% ../nbs/10_contexts.ipynb #f1297aac
-def encode_sampled(tokenizer, it: Interaction, context_ids: list[int], completion_ids: list[int],
-                   template: str | HindsightTemplate = DEFAULT_TEMPLATE, max_context_tokens: int = 2048) -> EncodedInteraction:
+def encode_sampled(
+    tokenizer,  # the model's tokenizer (with a chat template)
+    it: Interaction,  # the interaction whose y was sampled, with its follow-up o
+    context_ids: list[int],  # student context ids the completion was sampled from
+    completion_ids: list[int],  # the sampled completion ids (with end-of-turn)
+    template: str | HindsightTemplate = DEFAULT_TEMPLATE,  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+    max_context_tokens: int = 2048,  # most tokens of the teacher context; older messages of x are dropped to fit
+) -> EncodedInteraction:
     "An interaction whose y was sampled: student context and completion ids as sampled, the teacher context (x with o) rendered."
     if not context_ids or not completion_ids: raise ValueError("encode_sampled needs the sampled context and completion ids.")
     t = get_template(template)
@@ -300,12 +337,12 @@ def _common_affixes(a: str, b: str) -> tuple[int, int]:
 @dataclass
 class ContextView:
     "Rendered student and teacher prompts, with the span the teacher adds (`teacher[start:end]`)."
-    student: str
-    teacher: str
-    start: int
-    end: int
-    completion: str = ""
-    template: str = ""
+    student: str  # rendered student prompt (x)
+    teacher: str  # rendered teacher prompt (x, o)
+    start: int  # where the text the teacher adds begins in `teacher`
+    end: int  # where the text the teacher adds ends in `teacher`
+    completion: str = ""  # the completion y, shown below both
+    template: str = ""  # name of the hindsight template
 
     @property
     def added(self) -> str:
@@ -332,7 +369,11 @@ class ContextView:
                 f'<tr><td style="{cell}"><div style="{pre}">{e(self.student)}</div>{comp}</td>'
                 f'<td style="{cell}"><div style="{pre}">{teacher}</div>{comp}</td></tr></table>')
 
-def show_contexts(tokenizer, it: Interaction, template: str | HindsightTemplate = DEFAULT_TEMPLATE) -> ContextView:
+def show_contexts(
+    tokenizer,  # the model's tokenizer (with a chat template)
+    it: Interaction,  # the interaction (x, y, o)
+    template: str | HindsightTemplate = DEFAULT_TEMPLATE,  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+) -> ContextView:
     "Both rendered prompts of `it` with the teacher's addition marked; displays as HTML in a notebook."
     t = get_template(template)
     s = render_chat(tokenizer, t.student_messages(it.x)); te = render_chat(tokenizer, t.teacher_messages(it.x, it.o, it.y))
@@ -340,7 +381,12 @@ def show_contexts(tokenizer, it: Interaction, template: str | HindsightTemplate 
     return ContextView(s, te, p, len(te) - suf, it.y.rstrip(), t.name)
 
 # %% ../nbs/10_contexts.ipynb #01891294
-def collate(batch: list[EncodedInteraction], pad_token_id: int, ignore_first_k: int = 0, device=None) -> dict[str, torch.Tensor]:
+def collate(
+    batch: list[EncodedInteraction],  # encoded interactions (or dataset rows with the same fields)
+    pad_token_id: int,  # token id used for padding
+    ignore_first_k: int = 0,  # leave the first k completion tokens out of `loss_mask`
+    device=None,  # move the tensors to this device (None: leave them on the CPU)
+) -> dict[str, torch.Tensor]:
     "Left-padded contexts + right-padded completions for both passes, completion columns aligned, with masks (on `device`)."
     if not batch: raise ValueError("collate got an empty batch.")
     if not isinstance(ignore_first_k, int) or ignore_first_k < 0:

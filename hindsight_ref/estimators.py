@@ -29,8 +29,8 @@ OBJECTIVES = {"reverse_kl": 1.0, "forward_kl": 0.0, "jsd": 0.5}   # generalized_
 @dataclass(frozen=True)
 class Estimator:
     "A gradient estimator and the objective it claims: sampled-token (Eq. 8; centred, clipped or with a baseline), full or top-k."
-    name: str
-    objective: str = "reverse_kl"
+    name: str  # label in tables and plots
+    objective: str = "reverse_kl"  # what it claims to estimate: a key of OBJECTIVES
     kind: str = "full"               # "sampled" (one token per position), "full" (whole vocabulary) or "topk"
     center: bool = False             # sampled: A_i minus its per-sequence mean (official online trainer)
     clip: float | None = None        # sampled: A_i clipped to [-clip, clip]
@@ -54,7 +54,11 @@ class Estimator:
     @property
     def stochastic(self) -> bool: "Whether the estimate depends on sampled tokens."; return self.kind == "sampled"
 
-def default_estimators(ks=(1, 4, 20, 100), k_main: int = 20, clip: float = 1.0) -> list[Estimator]:
+def default_estimators(
+    ks=(1, 4, 20, 100),  # k of the top-k variants
+    k_main: int = 20,  # k of the top-k variants compared by selection and tail
+    clip: float = 1.0,  # clip |A_i| at this value in the clipped sampled variants
+) -> list[Estimator]:
     "The variants compared: sampled (plain, centred, clipped, both, prefix baseline), full (each objective), top-k (by, tail, k)."
     S = lambda name, **kw: Estimator(name, kind="sampled", **kw)
     out = [S("sampled (Eq. 8)"), S("sampled, centred", center=True), S(f"sampled, clipped {clip:g}", clip=clip),
@@ -67,8 +71,15 @@ def default_estimators(ks=(1, 4, 20, 100), k_main: int = 20, clip: float = 1.0) 
     return out
 
 # %% ../nbs/21_estimators.ipynb #121f5636
-def divergence_loss(z, logp_teacher, mask, alpha: float = 1.0, k: int | None = None, add_tail: bool = True,
-                    topk_by: str = "student") -> torch.Tensor:
+def divergence_loss(
+    z,  # student logits at the completion positions, [B, T, V]
+    logp_teacher,  # teacher log-probs log pi(. | x, o, y<i), [B, T, V] (no gradient)
+    mask,  # (B, T) bool, True at the completion positions scored
+    alpha: float = 1.0,  # 1: reverse KL, 0: forward KL, in between: generalised JSD
+    k: int | None = None,  # restrict both distributions to the top k tokens (None: whole vocabulary)
+    add_tail: bool = True,  # with k: add the rest of the mass as one extra outcome
+    topk_by: str = "student",  # with k: choose the k tokens by the 'student' or the 'teacher'
+) -> torch.Tensor:
     "Sum over positions of the divergence (alpha 1: reverse KL, 0: forward, else JSD), full or top-k, mean over sequences."
     ls, lt = z.log_softmax(-1), logp_teacher.detach()
     if k: ls, lt = topk_logprobs(ls, lt, k, add_tail, topk_by)
@@ -84,21 +95,37 @@ def prefix_baseline(A, mask) -> torch.Tensor:
     n = mask.cumsum(-1) - mask.long()                       # how many earlier positions are in the mask
     return torch.where(mask, A - (A.cumsum(-1) - A) / n.clamp(min=1), torch.zeros_like(A))
 
-def surrogate_loss(est: Estimator, logp_student, logp_teacher, mask) -> torch.Tensor:
+def surrogate_loss(
+    est: Estimator,  # the estimator
+    logp_student,  # student log-probs of the scored tokens, [N, T]
+    logp_teacher,  # teacher log-probs of the same tokens, [N, T]
+    mask,  # (N, T) bool, True at the scored tokens
+) -> torch.Tensor:
     "The paper's surrogate -stopgrad(A_i) log pi(c_i) at scored tokens [N, T] (centred, clipped or with the prefix baseline), mean over rows."
     if est.baseline == "prefix":
         return -(prefix_baseline((logp_teacher - logp_student).detach(), mask) * logp_student).sum(-1).mean()
     return sampled_token_loss(logp_student, logp_teacher, mask, center=est.center, clip=est.clip, reduction="seq_mean",
                               length_norm=False)
 
-def sampled_loss(est: Estimator, z, logp_teacher, mask, draws) -> torch.Tensor:
+def sampled_loss(
+    est: Estimator,  # the estimator
+    z,  # student logits at the completion positions, [B, T, V]
+    logp_teacher,  # teacher log-probs log pi(. | x, o, y<i), [B, T, V] (no gradient)
+    mask,  # (B, T) bool, True at the completion positions scored
+    draws,  # tokens drawn per position, [R, B, T]
+) -> torch.Tensor:
     "`surrogate_loss` averaged over R draws c [R, B, T] scored at the logged prefixes: the mean of R estimates."
     R = draws.shape[0]
     ls, lt = gather_draws(z.log_softmax(-1), draws), gather_draws(logp_teacher.detach(), draws)
     return surrogate_loss(est, ls.flatten(0, 1), lt.flatten(0, 1), mask.expand(R, *mask.shape).flatten(0, 1))
 
 # %% ../nbs/21_estimators.ipynb #4f7b3e72
-def expected_sampled_loss(est: Estimator, z, logp_teacher, mask) -> torch.Tensor:
+def expected_sampled_loss(
+    est: Estimator,  # the estimator
+    z,  # student logits at the completion positions, [B, T, V]
+    logp_teacher,  # teacher log-probs log pi(. | x, o, y<i), [B, T, V] (no gradient)
+    mask,  # (B, T) bool, True at the completion positions scored
+) -> torch.Tensor:
     "A loss whose gradient is the exact expectation of a sampled estimator over c_i ~ pi(.|x, y<i), positions drawn independently."
     ls = z.log_softmax(-1)
     p, A = ls.exp().detach(), (logp_teacher - ls).detach()
@@ -107,7 +134,13 @@ def expected_sampled_loss(est: Estimator, z, logp_teacher, mask) -> torch.Tensor
     if est.center: per_pos = per_pos * (1 - 1 / mask.sum(-1, keepdim=True).clamp(min=1))   # (1 - 1/T), derived above
     return reduce_tokens(per_pos, mask, "seq_mean", length_norm=False)
 
-def estimator_loss(est: Estimator, z, logp_teacher, mask, draws=None) -> torch.Tensor:
+def estimator_loss(
+    est: Estimator,  # the estimator
+    z,  # student logits at the completion positions, [B, T, V]
+    logp_teacher,  # teacher log-probs log pi(. | x, o, y<i), [B, T, V] (no gradient)
+    mask,  # (B, T) bool, True at the completion positions scored
+    draws=None,  # tokens drawn per position, [R, B, T] (None: the exact expectation over draws)
+) -> torch.Tensor:
     "The loss whose gradient in the logits `z` is the estimate: its exact expectation for a sampled estimator without `draws`."
     if est.kind != "sampled":
         return divergence_loss(z, logp_teacher, mask, OBJECTIVES[est.objective], est.k if est.kind == "topk" else None,
@@ -116,12 +149,22 @@ def estimator_loss(est: Estimator, z, logp_teacher, mask, draws=None) -> torch.T
         return expected_sampled_loss(replace(est, baseline=None), z, logp_teacher, mask)
     return sampled_loss(est, z, logp_teacher, mask, draws)
 
-def logit_gradient(est: Estimator, z, logp_teacher, mask, draws=None) -> torch.Tensor:
+def logit_gradient(
+    est: Estimator,  # the estimator
+    z,  # student logits at the completion positions, [B, T, V]
+    logp_teacher,  # teacher log-probs log pi(. | x, o, y<i), [B, T, V] (no gradient)
+    mask,  # (B, T) bool, True at the completion positions scored
+    draws=None,  # tokens drawn per position, [R, B, T] (None: the exact expectation over draws)
+) -> torch.Tensor:
     "d loss / d logits [B, T, V] of `estimator_loss` (0 outside `mask`)."
     zl = z.detach().requires_grad_(True)
     return torch.autograd.grad(estimator_loss(est, zl, logp_teacher, mask, draws), zl)[0]
 
-def sample_draws(z, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_draws(
+    z,  # student logits at the completion positions, [B, T, V]
+    n: int,  # draws per position
+    generator: torch.Generator | None = None,  # torch.Generator for the random draws (None: the global one)
+) -> torch.Tensor:
     "n tokens per position from softmax(z), independently: [n, B, T] (the logged prefix stays; only the scored token is drawn)."
     B, T, V = z.shape
     p = z.detach().double().softmax(-1).reshape(B * T, V).cpu()          # drawn on the CPU: one seeded stream on any device
@@ -160,21 +203,35 @@ def gradient_model(model, dtype: torch.dtype | None = None):
     return m.eval(), params
 
 # %% ../nbs/21_estimators.ipynb #ac422d9a
-def completion_logits(model, batch: dict, side: str = "student") -> torch.Tensor:
+def completion_logits(
+    model,  # the causal language model
+    batch: dict,  # a collated batch (contexts.collate)
+    side: str = "student",  # 'student' (context x) or 'teacher' (context (x, o))
+) -> torch.Tensor:
     "Logits [B, T, V] at the positions that predict the completion under `side`'s context, float32 or wider, soft-capped as the model does."
     z = model.get_output_embeddings()(batch_hidden(model, batch, side))
     z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
     cap = getattr(model.config, "final_logit_softcapping", None)
     return cap * torch.tanh(z / cap) if cap else z
 
-def encode_batch(tok, interactions, template: str = "paper", max_completion_tokens: int = 32, device=None) -> dict:
+def encode_batch(
+    tok,  # the model's tokenizer (with a chat template)
+    interactions,  # the interactions (x, y, o)
+    template: str = "paper",  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+    max_completion_tokens: int = 32,  # keep the first this many tokens of each completion y
+    device=None,  # move the batch to this device (None: leave it on the CPU)
+) -> dict:
     "A collated batch of `interactions` (each completion cut to its first `max_completion_tokens`), on `device`."
     encs = encode_interactions(tok, interactions, template=template, max_completion_tokens=max_completion_tokens,
                                truncate_completion=True, report=FilterReport("estimators", unit="interactions"))
     b = collate(encs, tok.pad_token_id)
     return to_device(b, device) if device is not None else b
 
-def gradient_batch(model, params: dict, batch: dict) -> GradientBatch:
+def gradient_batch(
+    model,  # a float64 copy of the model (gradient_model)
+    params: dict,  # the parameters to differentiate, by name
+    batch: dict,  # a collated batch (encode_batch)
+) -> GradientBatch:
     "Score `batch` once: the teacher under no_grad, the student with its graph into `params` (dropout off)."
     batch = to_device(batch, model_device(model))
     with eval_mode(model):
@@ -187,7 +244,13 @@ def _float64_norm(self, h):
     "RMSNorm in the input's dtype (transformers computes it in float32 whatever the model's dtype)."
     return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
 
-def finite_difference_check(model, batch: dict, objective: str = "reverse_kl", eps: float = 1e-5, names=None) -> list[dict]:
+def finite_difference_check(
+    model,  # the causal language model
+    batch: dict,  # a collated batch (encode_batch)
+    objective: str = "reverse_kl",  # a key of OBJECTIVES
+    eps: float = 1e-5,  # step of the central differences
+    names=None,  # parameter names to check (None: all)
+) -> list[dict]:
     "Autograd against central differences in float64, at the largest-gradient entry of each parameter tensor (`names`: a subset)."
     gm, params = gradient_model(model, torch.float64)
     for mod in gm.modules():      # a float32 norm would round every perturbation: compute it in float64 (this copy only)
@@ -227,8 +290,14 @@ def _support(est: Estimator, gb: GradientBatch) -> dict:
     else: return {}
     return {"clip_acts" if est.clip is not None else "tail_mass": float(v[m].mean())}
 
-def measure_estimators(gb: GradientBatch, estimators, n_draws: int = 64, mc_ns=(1, 4, 16, 64, 256, 1024, 4096),
-                       seed: int = 0, progress: bool = True) -> dict:
+def measure_estimators(
+    gb: GradientBatch,  # the scored batch (gradient_batch)
+    estimators,  # the Estimators to measure
+    n_draws: int = 64,  # draws per sampled estimator for its variance
+    mc_ns=(1, 4, 16, 64, 256, 1024, 4096),  # numbers of draws at which the Monte Carlo error is measured
+    seed: int = 0,  # random seed
+    progress: bool = True,  # show a progress bar
+) -> dict:
     "Bias (cosine, relative norm) to the exact gradient of the claimed objective and of the reverse KL, variance, convergence."
     from tqdm.auto import tqdm
     exact = {o: gb.gradient(Estimator("exact", objective=o)) for o in OBJECTIVES}
@@ -254,7 +323,14 @@ def mc_slope(mc: list[dict], estimator: str) -> float:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 # %% ../nbs/21_estimators.ipynb #4c7f00bc
-def estimator_step(head, h_student, h_teacher, batch: dict, est: Estimator, softcap: float | None = None) -> torch.Tensor:
+def estimator_step(
+    head,  # the model's output embedding (LM head)
+    h_student,  # last hidden states under x, [B, T, H]
+    h_teacher,  # last hidden states under (x, o), [B, T, H]
+    batch: dict,  # a collated batch (contexts.collate)
+    est: Estimator,  # the estimator
+    softcap: float | None = None,  # the model's final logit soft-cap (None: none)
+) -> torch.Tensor:
     "One gradient of `est` from the decoder's last hidden states to .backward(): the logged y is the sample (selective log-probs)."
     mask = batch["completion_mask"].bool()
     if est.kind == "sampled":                                  # on-policy, the logged y_i is the sampled token
@@ -298,7 +374,14 @@ def peak_memory_mb(fn, device="cpu") -> float:
     return peak / 2**20
 
 # %% ../nbs/21_estimators.ipynb #b32480cc
-def estimator_costs(model, batch: dict, estimators, repeats: int = 5, memory: bool = True, progress: bool = True) -> dict:
+def estimator_costs(
+    model,  # the causal language model
+    batch: dict,  # a collated batch (encode_batch)
+    estimators,  # the Estimators to time
+    repeats: int = 5,  # timed repeats after one warm-up
+    memory: bool = True,  # measure peak memory too (CUDA, or the CPU profiler)
+    progress: bool = True,  # show a progress bar
+) -> dict:
     "Per (name, objective): median ms of `estimator_step` over `repeats` after a warm-up, and its peak memory, on `batch`'s hidden states."
     from tqdm.auto import tqdm
     dev, head = model_device(model), model.get_output_embeddings()
@@ -322,9 +405,19 @@ def estimator_costs(model, batch: dict, estimators, repeats: int = 5, memory: bo
     return out
 
 # %% ../nbs/21_estimators.ipynb #fbae6b9c
-def estimator_study(model, tok, interactions, estimators=None, max_completion_tokens: int = 32, n_draws: int = 64,
-                    mc_ns=(1, 4, 16, 64, 256, 1024, 4096), repeats: int = 5, memory: bool = True, seed: int = 0,
-                    progress: bool = True) -> dict:
+def estimator_study(
+    model,  # the causal language model
+    tok,  # the model's tokenizer (with a chat template)
+    interactions,  # the interactions (x, y, o)
+    estimators=None,  # the Estimators to compare (None: default_estimators())
+    max_completion_tokens: int = 32,  # keep the first this many tokens of each completion y
+    n_draws: int = 64,  # draws per sampled estimator for its variance
+    mc_ns=(1, 4, 16, 64, 256, 1024, 4096),  # numbers of draws at which the Monte Carlo error is measured
+    repeats: int = 5,  # timed repeats after one warm-up
+    memory: bool = True,  # measure peak memory too (CUDA, or the CPU profiler)
+    seed: int = 0,  # random seed
+    progress: bool = True,  # show a progress bar
+) -> dict:
     "Bias, variance, convergence and cost of every estimator on one batch of `interactions`: `measure_estimators`' dict, rows with costs."
     estimators = default_estimators() if estimators is None else list(estimators)
     batch = encode_batch(tok, interactions, max_completion_tokens=max_completion_tokens)
@@ -348,7 +441,12 @@ def _zero_axis(axis, floor: float, top: float = 10.0):
     ticks = [floor] + [t for t in (1e-3, 1e-2, 1e-1, 1.0, 10.0) if floor < t <= top]
     axis.set_ticks(ticks, ["0"] + [f"{t:g}" for t in ticks[1:]])
 
-def plot_estimators(res: dict, axes=None, floor: float = 1e-4, title: str = ""):
+def plot_estimators(
+    res: dict,  # the output of estimator_study
+    axes=None,  # two matplotlib Axes, top and bottom (None: a new figure)
+    floor: float = 1e-4,  # biases below this are drawn at it (log axis)
+    title: str = "",  # figure title
+):
     "Bias to the reverse KL's gradient (log x, 0 at `floor`): sampled estimators against their spread (top), deterministic ones per k (bottom)."
     import matplotlib.pyplot as plt
     if axes is None: axes = plt.subplots(2, 1, figsize=(5.6, 5.2), sharex=True, height_ratios=(1.1, 1), layout="constrained")[1]

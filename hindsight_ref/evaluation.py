@@ -30,12 +30,22 @@ def decide(first, second) -> int:
     if (first, second) == ("B", "A"): return -1
     return 0
 
-def judge_many(judge, prompts: list, as_: list[str], bs: list[str]) -> list:
+def judge_many(
+    judge,  # a judge: judge(prompt, a, b) -> 'A', 'B', 'C' or None; batches when it has `.many`
+    prompts: list,  # the user requests
+    as_: list[str],  # responses shown as A
+    bs: list[str],  # responses shown as B
+) -> list:
     "Verdicts for many pairs: `judge.many` when the judge batches, else one call per pair."
     if hasattr(judge, "many"): return list(judge.many(prompts, as_, bs))
     return [judge(p, a, b) for p, a, b in zip(prompts, as_, bs)]
 
-def two_order(judge, prompt, y: str, y_ref: str) -> int:
+def two_order(
+    judge,  # a judge: judge(prompt, a, b) -> 'A', 'B', 'C' or None; batches when it has `.many`
+    prompt,  # the user request
+    y: str,  # the response judged
+    y_ref: str,  # the reference response
+) -> int:
     "+1 if `y` beats `y_ref` in both orders, -1 if it loses in both, 0 otherwise (the paper's protocol)."
     first, second = judge_many(judge, [prompt, prompt], [y, y_ref], [y_ref, y])
     return decide(first, second)
@@ -44,9 +54,9 @@ def two_order(judge, prompt, y: str, y_ref: str) -> int:
 @dataclass
 class WinRate:
     "Outcome counts of a two-order comparison; rate = wins / (wins + losses), ties ignored."
-    wins: int
-    losses: int
-    ties: int
+    wins: int  # prompts where y wins in both orders
+    losses: int  # prompts where y loses in both orders
+    ties: int  # the other prompts (split or tied verdicts)
     unparseable: int = 0    # pairs with at least one unreadable verdict (counted among the ties)
 
     @property
@@ -78,7 +88,12 @@ class WinRate:
         return (f"WinRate({100 * self.rate:.1f}% ± {100 * self.se:.1f}, {self.wins}W/{self.losses}L/{self.ties}T"
                 + (f", {self.unparseable} unparseable" if self.unparseable else "") + ")")
 
-def win_rate(judge, prompts: list, ys: list[str], ys_ref: list[str]) -> WinRate:
+def win_rate(
+    judge,  # a judge: judge(prompt, a, b) -> 'A', 'B', 'C' or None; batches when it has `.many`
+    prompts: list,  # the user requests
+    ys: list[str],  # the responses judged, one per prompt
+    ys_ref: list[str],  # the reference responses, one per prompt
+) -> WinRate:
     "Win rate of responses `ys` against `ys_ref` to the same prompts, both orders judged (one batch when `judge.many`)."
     if not (len(prompts) == len(ys) == len(ys_ref)):
         raise ValueError(f"prompts, ys and ys_ref must have the same length, got {len(prompts)}, {len(ys)}, {len(ys_ref)}.")
@@ -88,7 +103,14 @@ def win_rate(judge, prompts: list, ys: list[str], ys_ref: list[str]) -> WinRate:
     return WinRate(d.count(1), d.count(-1), d.count(0), sum(v[i] is None or v[n + i] is None for i in range(n)))
 
 # %% ../nbs/31_evaluation.ipynb #5b1d7c2e
-def plot_win_curves(curves, oracle: dict | None = None, ax=None, boundaries=(), title: str = "", ylabel: str = "win rate (%)"):
+def plot_win_curves(
+    curves,  # curves.jsonl records, or {label: (records, key)}
+    oracle: dict | None = None,  # {label: win rate} drawn dashed (the in-context oracle)
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    boundaries=(),  # interaction counts marked by vertical lines
+    title: str = "",  # axes title
+    ylabel: str = "win rate (%)",  # y axis label
+):
     "Win rate (%) against interactions, one line per label: `curves` are curves.jsonl records or `{label: (records, key)}`."
     import matplotlib.pyplot as plt
     if not isinstance(curves, dict):   # curves.jsonl: a curve per persona (band: its standard error), "oracle" records dashed
@@ -110,7 +132,14 @@ def plot_win_curves(curves, oracle: dict | None = None, ax=None, boundaries=(), 
 
 # %% ../nbs/31_evaluation.ipynb #b818e0d2
 @torch.no_grad()
-def kl_to_base(model, base, tok, interactions: list[Interaction], batch_size: int = 4, chunk_size: int = 256) -> float:
+def kl_to_base(
+    model,  # the trained model
+    base,  # the base model it started from
+    tok,  # the model's tokenizer (with a chat template)
+    interactions: list[Interaction],  # held-out interactions (x, y, o)
+    batch_size: int = 4,  # interactions per forward pass
+    chunk_size: int = 256,  # positions per chunk of the KL over the vocabulary
+) -> float:
     "Mean per-token KL(model || base) over the completion tokens of held-out interactions (both in the student context x)."
     if not interactions: raise ValueError("kl_to_base needs at least one interaction (x, y, o).")
     encs = encode_interactions(tok, list(interactions))
@@ -126,7 +155,12 @@ def heldout_texts() -> list[str]:
     return [r["text"] for _, r in read_records(fixture_file("heldout_text.jsonl"), strict=True)]
 
 @torch.no_grad()
-def perplexity(model, tok, texts: list[str] | None = None, max_tokens: int = 512) -> float:
+def perplexity(
+    model,  # the causal language model
+    tok,  # the model's tokenizer (with a chat template)
+    texts: list[str] | None = None,  # texts to score (None: the shipped held-out prose)
+    max_tokens: int = 512,  # cut each text to its first this many tokens
+) -> float:
     "exp(mean next-token negative log-likelihood) over `texts` (default: the held-out prose), each cut to `max_tokens`."
     texts = heldout_texts() if texts is None else texts
     nll, n, dev = 0.0, 0, model_device(model)
@@ -150,7 +184,11 @@ def _ifeval():
 
 def _compare(n, relation, k): return n < k if relation == "less than" else n >= k
 
-def instruction_checker(instruction_id: str, kwargs: dict | None = None, prompt: str = ""):
+def instruction_checker(
+    instruction_id: str,  # an IFEval instruction id, e.g. 'punctuation:no_comma'
+    kwargs: dict | None = None,  # the instruction's arguments (None: none)
+    prompt: str = "",  # the prompt, for checkers that need it
+):
     "The IFEval checker of `instruction_id` built with `kwargs`: an object with `check_following(response) -> bool`."
     I, R, U = _ifeval()
     if instruction_id not in R.INSTRUCTION_DICT:
@@ -170,7 +208,11 @@ def _loose_variants(r: str) -> list[str]:
     cut = [r, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
     return cut + [c.replace("*", "") for c in cut]
 
-def check_instructions(response: str, item: dict, loose: bool = False) -> list[bool]:
+def check_instructions(
+    response: str,  # the model's answer
+    item: dict,  # an IFEval-format item: prompt, instruction_id_list, kwargs
+    loose: bool = False,  # IFEval's loose check (variants of the response tried); False: strict
+) -> list[bool]:
     "Whether `response` follows each instruction of an IFEval-format `item` (strict, or loose as IFEval defines it)."
     out = []
     for iid, kw in zip(item["instruction_id_list"], item["kwargs"], strict=True):
@@ -227,7 +269,11 @@ def run_checks(model, checks: dict[str, Callable]) -> dict[str, float]:
         else: out[name] = float(v)
     return out
 
-def compare_checks(before: dict, after: dict, rules: dict) -> list[dict]:
+def compare_checks(
+    before: dict,  # check name -> value before training
+    after: dict,  # check name -> value after training
+    rules: dict,  # check name -> (direction 'lower' or 'higher' is better, tolerance)
+) -> list[dict]:
     "Rows {name, before, after, delta, ok}: ok when `after` is not worse than `before` by more than the rule's tolerance."
     rows = []
     for k in after:
@@ -238,15 +284,29 @@ def compare_checks(before: dict, after: dict, rules: dict) -> list[dict]:
         rows.append(dict(name=k, before=b, after=a, delta=a - b, ok=None if direction is None else bool(worse <= tol)))
     return rows
 
-def kl_check(base, tok, interactions: list[Interaction], **kw) -> Callable:
+def kl_check(
+    base,  # the base model
+    tok,  # the model's tokenizer (with a chat template)
+    interactions: list[Interaction],  # held-out interactions (x, y, o)
+    **kw,  # passed on to `kl_to_base`
+) -> Callable:
     "A check: mean per-token KL of the model to `base` on held-out interactions."
     return lambda model: kl_to_base(model, base, tok, interactions, **kw)
 
-def perplexity_check(tok, texts: list[str] | None = None, **kw) -> Callable:
+def perplexity_check(
+    tok,  # the model's tokenizer (with a chat template)
+    texts: list[str] | None = None,  # texts to score (None: the shipped held-out prose)
+    **kw,  # passed on to `perplexity`
+) -> Callable:
     "A check: held-out perplexity (default: the shipped prose)."
     return lambda model: perplexity(model, tok, texts, **kw)
 
-def ifeval_check(tok, items: list[dict] | None = None, max_tokens: int = 256, batch_size: int = 8) -> Callable:
+def ifeval_check(
+    tok,  # the model's tokenizer (with a chat template)
+    items: list[dict] | None = None,  # IFEval-format items (None: the shipped instruction prompts)
+    max_tokens: int = 256,  # longest answer, in tokens
+    batch_size: int = 8,  # prompts per generation batch
+) -> Callable:
     "A check: IFEval-style scores of the model's greedy answers to the shipped instruction prompts."
     items = instruction_items() if items is None else items
     def check(model):

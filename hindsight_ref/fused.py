@@ -155,10 +155,20 @@ def _scatter(vals, mask):
     out[mask] = vals
     return out
 
-def fused_sampled_token_loss(student_hidden: torch.Tensor, head, completion_ids: torch.Tensor, logp_teacher: torch.Tensor,
-                             mask: torch.Tensor, center: bool = False, clip: float | None = None, ignore_first_k: int = 0,
-                             chunk_size: int = 1024, reduction: str = "seq_mean", softcap: float | None = None,
-                             length_norm: bool = True) -> FusedLoss:
+def fused_sampled_token_loss(
+    student_hidden: torch.Tensor,  # student last hidden states at the completion positions, [B, T, H]
+    head,  # the LM head (its weight is used)
+    completion_ids: torch.Tensor,  # the completion tokens y_i, [B, T]
+    logp_teacher: torch.Tensor,  # teacher log-probs log pi(y_i | x, o, y<i), [B, T]
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    center: bool = False,  # subtract each sequence's mean A over its tokens
+    clip: float | None = None,  # clip A_i to [-clip, clip] (None: no clipping, the paper)
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    chunk_size: int = 1024,  # positions per chunk of the LM head
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    softcap: float | None = None,  # final logit soft-cap of the model (None: none)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> FusedLoss:
     "`losses.sampled_token_loss` of `selective_logprobs(head, student_hidden, ...)`, fused: no [B, T, V], no recompute."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if clip is not None and clip <= 0: raise ValueError(f"clip must be positive (or None for no clipping), got {clip}")
@@ -170,10 +180,20 @@ def fused_sampled_token_loss(student_hidden: torch.Tensor, head, completion_ids:
     per_seq, ls, _, A = _FusedHead.apply(student_hidden[mask], head_weight(head), plan)
     return FusedLoss(_reduce(per_seq, n_tok, reduction), _scatter(ls, mask), None, _scatter(A, mask))
 
-def fused_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, head, mask: torch.Tensor,
-                       alpha: float = 1.0, ignore_first_k: int = 0, chunk_size: int = 1024, reduction: str = "seq_mean",
-                       teacher_head=None, softcap: float | None = None, completion_ids: torch.Tensor | None = None,
-                       length_norm: bool = True) -> FusedLoss:
+def fused_distill_loss(
+    student_hidden: torch.Tensor,  # student last hidden states at the completion positions, [B, T, H]
+    teacher_hidden: torch.Tensor,  # teacher last hidden states at the same positions, [B, T, H]
+    head,  # the LM head (its weight is used)
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    alpha: float = 1.0,  # 1: reverse KL(student || teacher), 0: forward KL
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    chunk_size: int = 1024,  # positions per chunk of the LM head
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    teacher_head=None,  # the teacher's LM head (None: `head`)
+    softcap: float | None = None,  # final logit soft-cap of the model (None: none)
+    completion_ids: torch.Tensor | None = None,  # the completion tokens, [B, T]: their log-probs are returned too (None: not)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> FusedLoss:
     "`losses.chunked_distill_loss` (reverse KL alpha=1, forward KL alpha=0, full vocabulary), fused: no recompute."
     if alpha not in (0.0, 1.0):
         raise ValueError(f"The fused divergence is reverse KL (alpha=1) or forward KL (alpha=0), got alpha={alpha}. For the "

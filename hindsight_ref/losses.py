@@ -38,8 +38,12 @@ def _reduce_sequences(per_seq: torch.Tensor, n_tok: torch.Tensor, reduction: str
     if reduction == "seq_mean": return per_seq.sum() / (n_tok > 0).sum()
     raise ValueError(f"reduction must be 'seq_mean', 'seq_sum' or 'none', got {reduction!r}")
 
-def reduce_tokens(per_token: torch.Tensor, mask: torch.Tensor, reduction: str = "seq_mean",
-                  length_norm: bool = True) -> torch.Tensor:
+def reduce_tokens(
+    per_token: torch.Tensor,  # a loss per token, [B, T]
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> torch.Tensor:
     "Per-sequence token mean (`length_norm`, official code) or sum (the paper), then `seq_mean`, `seq_sum` or `none` ([B])."
     mask = check_mask(mask)
     n_tok = mask.sum(-1)
@@ -56,8 +60,13 @@ def drop_first_k(mask: torch.Tensor, k: int = 0) -> torch.Tensor:
     return mask
 
 # %% ../nbs/20_losses.ipynb #babb3378
-def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mask: torch.Tensor,
-                     center: bool = False, clip: float | None = None) -> torch.Tensor:
+def masked_advantage(
+    logp_teacher: torch.Tensor,  # teacher log-probs log pi(y_i | x, o, y<i) of the same tokens, [B, T]
+    logp_student: torch.Tensor,  # student log-probs log pi(y_i | x, y<i) of the completion tokens, [B, T]
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    center: bool = False,  # subtract each sequence's mean A over its tokens
+    clip: float | None = None,  # clip A_i to [-clip, clip] (None: no clipping, the paper)
+) -> torch.Tensor:
     "Detached A_i [B, T] (Eq. 1, float32 or wider), zero outside `mask`; optionally clipped to [-clip, clip], then centred per sequence."
     mask = mask.bool()
     dt = torch.promote_types(torch.promote_types(logp_teacher.dtype, logp_student.dtype), torch.float32)
@@ -72,9 +81,16 @@ def masked_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor, mas
     return A
 
 # %% ../nbs/20_losses.ipynb #5ae79a1e
-def sampled_token_loss(logp_student: torch.Tensor, logp_teacher: torch.Tensor, mask: torch.Tensor,
-                       center: bool = False, clip: float | None = None, ignore_first_k: int = 0,
-                       reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
+def sampled_token_loss(
+    logp_student: torch.Tensor,  # student log-probs log pi(y_i | x, y<i) of the completion tokens, [B, T]
+    logp_teacher: torch.Tensor,  # teacher log-probs log pi(y_i | x, o, y<i) of the same tokens, [B, T]
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    center: bool = False,  # subtract each sequence's mean A over its tokens
+    clip: float | None = None,  # clip A_i to [-clip, clip] (None: no clipping, the paper)
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> torch.Tensor:
     "The paper's loss: -(stopgrad(A_i) * log p(y_i|x,y<i)) per token, reduced by `reduce_tokens`."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     A = masked_advantage(logp_teacher, logp_student, mask, center=center, clip=clip)
@@ -90,7 +106,11 @@ def forward_kl(logp_student: torch.Tensor, logp_teacher: torch.Tensor) -> torch.
     "KL(teacher || student): expectation under the teacher (SDFT's loss in practice)."
     return kl_divergence(logp_teacher, logp_student)
 
-def generalized_jsd(logp_student: torch.Tensor, logp_teacher: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+def generalized_jsd(
+    logp_student: torch.Tensor,  # student log-probs over the vocabulary, [..., V]
+    logp_teacher: torch.Tensor,  # teacher log-probs over the vocabulary, [..., V]
+    alpha: float = 0.5,  # 1: reverse KL(student || teacher), 0: forward KL, in between: generalised JSD
+) -> torch.Tensor:
     "alpha=1: reverse KL(s||t); alpha=0: forward KL(t||s); else (1-a) KL(s||M) + a KL(t||M) with M = (1-a) s + a t."
     if not 0.0 <= alpha <= 1.0: raise ValueError(f"alpha must be in [0, 1] (1 = reverse KL, 0 = forward KL), got {alpha}")
     if alpha == 1.0: return reverse_kl(logp_student, logp_teacher)
@@ -104,8 +124,13 @@ def _with_tail(logp: torch.Tensor) -> torch.Tensor:
     lse = torch.logsumexp(logp, dim=-1, keepdim=True).clamp(max=-1e-7)  # keep log(1 - p) finite when p -> 1
     return torch.cat([logp, torch.log(-torch.expm1(lse))], dim=-1)
 
-def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int, add_tail: bool = True,
-                  topk_by: str = "student"):
+def topk_logprobs(
+    logp_student: torch.Tensor,  # student log-probs over the vocabulary, [..., V]
+    logp_teacher: torch.Tensor,  # teacher log-probs over the vocabulary, [..., V]
+    k: int,  # tokens kept
+    add_tail: bool = True,  # with topk: add the rest of the mass as one extra outcome (False: renormalise)
+    topk_by: str = "student",  # choose the k tokens by the 'student' or the 'teacher'
+):
     "Both distributions restricted to the top-k tokens of the student (or `topk_by='teacher'`), plus a tail bucket (or renormalised)."
     if k < 1: raise ValueError(f"top-k needs k >= 1, got {k}")
     if topk_by not in ("student", "teacher"): raise ValueError(f"topk_by must be 'student' or 'teacher', got {topk_by!r}")
@@ -115,9 +140,17 @@ def topk_logprobs(logp_student: torch.Tensor, logp_teacher: torch.Tensor, k: int
     return s - s.logsumexp(-1, keepdim=True), t - t.logsumexp(-1, keepdim=True)
 
 # %% ../nbs/20_losses.ipynb #5b6d0cd9
-def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
-                 alpha: float = 1.0, topk: int | None = None, add_tail: bool = True, ignore_first_k: int = 0,
-                 reduction: str = "seq_mean", length_norm: bool = True) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor,  # student logits at the completion positions, [B, T, V]
+    teacher_logits: torch.Tensor,  # teacher logits at the same positions, [B, T, V] (no gradient)
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    alpha: float = 1.0,  # 1: reverse KL(student || teacher), 0: forward KL, in between: generalised JSD
+    topk: int | None = None,  # restrict both distributions to the student's top k tokens (None: whole vocabulary)
+    add_tail: bool = True,  # with topk: add the rest of the mass as one extra outcome (False: renormalise)
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> torch.Tensor:
     "Divergence per token (alpha 1: reverse KL, 0: forward, else JSD) over the vocabulary or top-k + tail, reduced."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     ls = F.log_softmax(student_logits.float(), dim=-1)
@@ -134,10 +167,21 @@ def _chunk_divergence(h_s, h_t, w, rows, head, t_head, alpha, topk, add_tail, n_
     div = generalized_jsd(ls, lt, alpha)
     return torch.zeros(n_rows, dtype=div.dtype, device=div.device).index_add(0, rows, w * div)
 
-def chunked_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, head: Callable, mask: torch.Tensor,
-                         alpha: float = 1.0, topk: int | None = None, add_tail: bool = True, ignore_first_k: int = 0,
-                         chunk_size: int = 256, reduction: str = "seq_mean", teacher_head: Callable | None = None,
-                         softcap: float | None = None, length_norm: bool = True) -> torch.Tensor:
+def chunked_distill_loss(
+    student_hidden: torch.Tensor,  # student last hidden states at the completion positions, [B, T, H]
+    teacher_hidden: torch.Tensor,  # teacher last hidden states at the same positions, [B, T, H]
+    head: Callable,  # the LM head, hidden states -> logits
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    alpha: float = 1.0,  # 1: reverse KL(student || teacher), 0: forward KL, in between: generalised JSD
+    topk: int | None = None,  # restrict both distributions to the student's top k tokens (None: whole vocabulary)
+    add_tail: bool = True,  # with topk: add the rest of the mass as one extra outcome (False: renormalise)
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    chunk_size: int = 256,  # rows (positions) per recomputed chunk
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    teacher_head: Callable | None = None,  # the teacher's LM head (None: `head`)
+    softcap: float | None = None,  # final logit soft-cap of the model (None: none)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> torch.Tensor:
     "`distill_loss` from hidden states [B, T, H] and the LM head, in recomputed row chunks (no [B, T, V] tensor)."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     mask = check_mask(drop_first_k(mask, ignore_first_k))
@@ -156,7 +200,11 @@ def chunked_distill_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Ten
 
 # %% ../nbs/20_losses.ipynb #3e3ded27
 @torch.no_grad()
-def ema_update_(teacher: torch.nn.Module, student: torch.nn.Module, rate: float) -> torch.nn.Module:
+def ema_update_(
+    teacher: torch.nn.Module,  # the teacher model, updated in place
+    student: torch.nn.Module,  # the student model
+    rate: float,  # weight of the student: 0 keeps the teacher frozen, 1 copies the student
+) -> torch.nn.Module:
     "In place: teacher <- (1 - rate) * teacher + rate * student, parameter by parameter (rate 0: frozen, 1: copy)."
     if not 0.0 <= rate <= 1.0: raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
     tp, sp = dict(teacher.named_parameters()), dict(student.named_parameters())
@@ -166,8 +214,13 @@ def ema_update_(teacher: torch.nn.Module, student: torch.nn.Module, rate: float)
     return teacher
 
 # %% ../nbs/20_losses.ipynb #cffcecf8
-def sft_loss(logp_student: torch.Tensor, mask: torch.Tensor, ignore_first_k: int = 0, reduction: str = "seq_mean",
-             length_norm: bool = True) -> torch.Tensor:
+def sft_loss(
+    logp_student: torch.Tensor,  # student log-probs log pi(y_i | x, y<i) of the completion tokens, [B, T]
+    mask: torch.Tensor,  # (B, T) bool, True at the completion tokens that count
+    ignore_first_k: int = 0,  # leave the first k tokens of each completion out of the loss
+    reduction: str = "seq_mean",  # 'seq_mean' (mean over sequences), 'seq_sum' or 'none' (one value per sequence)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+) -> torch.Tensor:
     "Supervised fine-tuning on the logged y: -log p(y_i|x,y<i) per token, reduced by `reduce_tokens` (Table 4's baseline)."
     mask = check_mask(drop_first_k(mask, ignore_first_k))
     return reduce_tokens(torch.where(mask, -logp_student.float(), torch.zeros_like(logp_student, dtype=torch.float32)),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_models.ipynb #bd919d4d
 from __future__ import annotations
-import contextlib, fcntl, importlib.util, json, os, re, shutil, socket, tempfile, time, warnings
+import atexit, contextlib, copy, fcntl, importlib.util, json, os, re, shutil, socket, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,9 +15,10 @@ from transformers.utils import logging as hf_logging
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
-           'build_once', 'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer',
-           'default_device', 'load_model', 'model_device', 'to_device', 'eval_mode', 'tiny_model', 'Architecture',
-           'architecture_tokenizer', 'architecture_config', 'random_model']
+           'build_once', 'FolderLockedError', 'lock_folder', 'quiet_loading', 'embedded_path', 'hub_reachable',
+           'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'model_device', 'to_device',
+           'eval_mode', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config', 'random_model',
+           'base_model_ref', 'model_card', 'save_model']
 
 # %% ../nbs/90_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -30,7 +31,7 @@ class EmbeddedModel:
     package: str      # importable name of the package that holds the file
     pip: str          # what to install
     gguf_file: str    # file name inside the package folder
-    description: str = ""
+    description: str = ""  # one line on what the model is
     needs: tuple = ("gguf>=0.10", "accelerate>=1.0")   # what transformers needs to load the file (hindsight_ref[smollm2])
 
     @property
@@ -78,7 +79,12 @@ def file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-def build_once(out, build, rebuild: bool = False, marker: str = "ok") -> Path:
+def build_once(
+    out,  # the folder to make
+    build,  # build(tmp) writes the folder's files into the temporary folder tmp
+    rebuild: bool = False,  # build again even when the folder is complete
+    marker: str = "ok",  # text written to its .complete file
+) -> Path:
     "The folder `out`, made once by `build(tmp)` in a temporary folder that is renamed into place when complete."
     out = Path(out)
     if not rebuild and (out / ".complete").exists(): return out
@@ -93,6 +99,36 @@ def build_once(out, build, rebuild: bool = False, marker: str = "ok") -> Path:
         finally:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+# %% ../nbs/90_models.ipynb #54fc400c
+class FolderLockedError(RuntimeError):
+    "Another live process holds the folder's lock; the message names it and the fix."
+
+_HELD: dict[str, int] = {}   # the folders this process holds: resolved path -> open lock file
+
+def lock_folder(folder, what: str = "run") -> Path:
+    "Hold `folder/.lock` (pid and host in it) until this process exits; another live holder: `FolderLockedError`."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); f = folder / ".lock"
+    if (key := str(folder.resolve())) in _HELD: return f          # this process holds it already
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"; os.close(fd)
+        raise FolderLockedError(f"{folder} is in use by another {what} ({holder}): two {what}s writing into one folder would "
+                                f"mix their records. Fix: wait until that {what} ends, or choose another output_dir.") from None
+    except OSError as e:                                             # a file system without flock (some network mounts)
+        os.close(fd); warnings.warn(f"{f}: cannot lock ({e.strerror}); two {what}s started into {folder} would not be stopped.")
+        return f
+    if stale := os.pread(fd, 200, 0).decode(errors="replace").strip():   # its flock is gone: that process is gone
+        warnings.warn(f"{f}: taking over the lock of a {what} that ended without releasing it ({stale}, no longer running).")
+    os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    _HELD[key] = fd
+    return f
+
+@atexit.register
+def _release_folders():
+    for fd in _HELD.values(): os.ftruncate(fd, 0)      # a clean exit leaves no stale lock behind
+
 
 # %% ../nbs/90_models.ipynb #2a90d75a
 @contextlib.contextmanager
@@ -109,7 +145,11 @@ def quiet_loading():
         hf_logging.set_verbosity(verbosity)
         if was: hf_logging.enable_progress_bar()
 
-def embedded_path(alias: str = DEFAULT_MODEL, what: str = "model", verbose: bool = True) -> Path:
+def embedded_path(
+    alias: str = DEFAULT_MODEL,  # name of the embedded model (a key of EMBEDDED)
+    what: str = "model",  # 'model' or 'tokenizer'
+    verbose: bool = True,  # say so when the model is converted
+) -> Path:
     "Folder of the converted embedded model or (`what='tokenizer'`) its tokenizer; converts on first use."
     if alias not in EMBEDDED:
         raise ModelLoadError(f"Unknown embedded model '{alias}'. Known: {sorted(EMBEDDED)}.")
@@ -189,7 +229,11 @@ def _from_hub_or_cache(loader, name, **kw):
     return loader(name, **kw)
 
 # %% ../nbs/90_models.ipynb #b426e972
-def load_tokenizer(name_or_path=DEFAULT_MODEL, chat_template: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(
+    name_or_path=DEFAULT_MODEL,  # a model alias (MODELS, EMBEDDED), a local folder or a hub id
+    chat_template: str | None = None,  # a chat template (Jinja text) to set when the tokenizer has none
+    trust_remote_code: bool = False,  # run code the repository ships (transformers' trust_remote_code)
+):
     "The tokenizer for an alias, local folder or hub id, checked for a chat template."
     loc, kind = _resolve(name_or_path, what="tokenizer")
     try:
@@ -209,9 +253,15 @@ def default_device() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return "mps"
     return "cpu"
 
-def load_model(name_or_path=DEFAULT_MODEL, dtype: torch.dtype | str = torch.float32, device: str | None = None,
-               chat_template: str | None = None, trust_remote_code: bool = False, attn_implementation: str | None = None,
-               **kwargs):
+def load_model(
+    name_or_path=DEFAULT_MODEL,  # a model alias (MODELS, EMBEDDED), a local folder or a hub id
+    dtype: torch.dtype | str = torch.float32,  # dtype of the weights: a torch.dtype or its name
+    device: str | None = None,  # device to put the model on (None: CUDA when available, else the CPU)
+    chat_template: str | None = None,  # a chat template (Jinja text) to set when the tokenizer has none
+    trust_remote_code: bool = False,  # run code the repository ships (transformers' trust_remote_code)
+    attn_implementation: str | None = None,  # transformers' attention implementation, e.g. 'sdpa', 'eager' (None: its default)
+    **kwargs,  # passed on to `AutoModelForCausalLM.from_pretrained`
+):
     "Load `(model, tokenizer)` from an alias, a local folder or a hub id; the model is in eval mode (dropout off)."
     if isinstance(dtype, str): dtype = getattr(torch, dtype)
     tok = load_tokenizer(name_or_path, chat_template=chat_template, trust_remote_code=trust_remote_code)
@@ -248,8 +298,16 @@ def eval_mode(model):
         for m, was in modes: m.training = was
 
 # %% ../nbs/90_models.ipynb #89ab1f6d
-def tiny_model(n_layers: int = 2, hidden: int = 64, n_heads: int = 4, seed: int = 0, tokenizer=None,
-               dtype: torch.dtype = torch.float32, init_std: float | None = None, logit_scale: float = 1.0):
+def tiny_model(
+    n_layers: int = 2,  # decoder layers
+    hidden: int = 64,  # hidden size
+    n_heads: int = 4,  # attention heads
+    seed: int = 0,  # seed of the random weights
+    tokenizer=None,  # tokenizer to use (None: SmolLM2's)
+    dtype: torch.dtype = torch.float32,  # dtype of the weights
+    init_std: float | None = None,  # standard deviation of the decoder's linear weights (None: transformers' init)
+    logit_scale: float = 1.0,  # scale of the final norm's weight, hence of the logits
+):
     "A random small Llama `(model, tokenizer)` with the SmolLM2 tokenizer; `init_std`, `logit_scale`: it reads its context."
     tok = tokenizer if tokenizer is not None else load_tokenizer(DEFAULT_MODEL)
     check_chat_template(tok, "The tokenizer passed to tiny_model")
@@ -320,7 +378,11 @@ def _architecture(arch: str) -> Architecture:
     return ARCHITECTURES[arch]
 
 # %% ../nbs/90_models.ipynb #27c0a6a4
-def architecture_config(arch: str, toy: bool = False, **overrides):
+def architecture_config(
+    arch: str,  # a name in ARCHITECTURES
+    toy: bool = False,  # a tiny model of the same layout instead of the full size
+    **overrides,  # config fields that replace the architecture's
+):
     "The transformers config of `arch` (full size, or `toy=True`), with `overrides` applied."
     spec = _architecture(arch)
     c = dict(spec.config)
@@ -332,8 +394,15 @@ def architecture_config(arch: str, toy: bool = False, **overrides):
     c.update(overrides)
     return AutoConfig.for_model(spec.model_type, **c)
 
-def random_model(arch: str, tokenizer=None, toy: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 device: str | None = None, **overrides):
+def random_model(
+    arch: str,  # a name in ARCHITECTURES
+    tokenizer=None,  # tokenizer to use (None: the architecture's)
+    toy: bool = False,  # a tiny model of the same layout instead of the full size
+    dtype: torch.dtype = torch.float32,  # dtype of the weights
+    seed: int = 0,  # seed of the random weights
+    device: str | None = None,  # device to put the model on (None: the CPU)
+    **overrides,  # config fields that replace the architecture's
+):
     "A random-init `(model, tokenizer)` of a published shape in `ARCHITECTURES` (`toy=True`: tiny, same layout)."
     tok = tokenizer if tokenizer is not None else architecture_tokenizer(arch)
     check_chat_template(tok, f"The tokenizer for {arch}")
@@ -346,3 +415,61 @@ def random_model(arch: str, tokenizer=None, toy: bool = False, dtype: torch.dtyp
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval(), tok
+
+# %% ../nbs/90_models.ipynb #409658d1
+def base_model_ref(name: str) -> tuple[str, str]:
+    "The base a saved model names (a hub id, an embedded alias, `tiny`, a folder) and one line on how to get it."
+    name, e = str(name), EMBEDDED.get(str(name))
+    if e: return name, f"the embedded model of hindsight_ref ({e.description}): `{e.install}`, then `hindsight_ref.models.load_model({name!r})`"
+    if name == "tiny": return name, "a random 2-layer Llama: `hindsight_ref.models.tiny_model(seed=SEED)` with the run's seed"
+    if Path(name).expanduser().exists(): return name, "a local folder on the machine that trained this model"
+    return name, f"the Hugging Face hub: `AutoModelForCausalLM.from_pretrained({name!r})`"
+
+def model_card(tr, metrics: dict | None = None) -> str:
+    "The README.md of a saved model: base model, data, settings, final metrics, library version, how to load it."
+    import yaml, hindsight_ref
+    c, (base, how), saved_dtype = tr.cfg, base_model_ref(tr.cfg.model), tr.cfg.save_dtype or tr.cfg.dtype
+    last = next((r for r in reversed(tr.history) if not r.get("skipped")), {})   # the final metrics: the last record's, and `metrics`
+    final = {**{k: v for k, v in last.items() if k in ("step", "loss", "mean_abs_A", "grad_norm", "hindsight_kl") and v is not None}, **(metrics or {})}
+    head = {"library_name": "peft" if c.lora else "transformers", "tags": ["hindsight-self-distillation", "hindsight_ref"],
+            **({"base_model": base} if "/" in base and how.startswith("the Hugging Face hub") else {})}
+    load = (f"from peft import PeftModel\nbase = AutoModelForCausalLM.from_pretrained({base!r})   # see Base model\n"
+            "model = PeftModel.from_pretrained(base, 'PATH/TO/THIS/FOLDER')" if c.lora else
+            "model = AutoModelForCausalLM.from_pretrained('PATH/TO/THIS/FOLDER')\ntok = AutoTokenizer.from_pretrained('PATH/TO/THIS/FOLDER')")
+    return "\n".join(["---", yaml.safe_dump(head, sort_keys=False).strip(), "---", "", f"# {base}, trained by hindsight self-distillation", "",
+        f"{c.mode.capitalize()} hindsight self-distillation (Kleine Buening et al., 2026, *Aligning Language Models from User "
+        f"Interactions*): the model, shown the user's follow-up o, re-scores its own completion y token by token, and learns "
+        f"from the difference. Trained with hindsight_ref {hindsight_ref.__version__}.", "",
+        f"- **Base model:** `{base}`: {how}.",
+        f"- **Data:** `{c.data}`: {tr.n_items} {'interactions' if c.mode == 'offline' else 'contexts'}"
+        + (f", {len(tr.eval_interactions)} held out for the hindsight KL" if tr.eval_interactions else "") + ".",
+        f"- **Training:** {tr.step} optimizer steps of {c.batch_size} x {c.grad_accum} interactions; loss {c.loss}, template "
+        f"{c.template}, teacher {c.teacher}, lr {c.lr:g} ({c.schedule}), " + (f"LoRA {c.lora}" if c.lora else "all weights")
+        + f"; weights {c.dtype}" + (" with bfloat16 autocast" if tr.bf16 else "") + f" on {tr.device}.",
+        f"- **Saved:** {'the adapter' if c.lora else 'the model'} in {saved_dtype}" + ("; merged into the base, a plain model, in `merged/`" if c.merge_lora else "") + ".",
+        "- **Final metrics:** " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()) or "none") + ".",
+        "", "## Load it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", load, "```", "",
+        "## The training config (`train_config.yaml`)", "", "```yaml", c.to_yaml().strip(), "```", ""])
+
+def save_model(
+    tr,  # the trainer whose model is saved
+    path=None,  # the folder (None: output_dir/final)
+    metrics: dict | None = None,  # numbers for the card beside the last logged record, e.g. the held-out hindsight KL
+) -> Path:
+    "Save trainer `tr`'s model as `Trainer.save` documents; returns the folder (default output_dir/final)."
+    c, p = tr.cfg, Path(path) if path is not None else tr.out / "final"
+    if c.merge_lora and not c.lora: raise ValueError("merge_lora: true merges a LoRA adapter, and this run has none (lora: null). Fix: drop merge_lora.")
+    dtype, model = getattr(torch, c.save_dtype or c.dtype), getattr(tr.model, "_orig_mod", tr.model)
+    def write(m, where):
+        with quiet_loading(): m.save_pretrained(where, state_dict={k: v.to(dtype) if v.is_floating_point() else v for k, v in m.state_dict().items()})
+        tr.tok.save_pretrained(where)
+        if (f := where / "config.json").exists():        # the saved weights' dtype, and the KV cache back on for generation
+            f.write_text(json.dumps({**json.loads(f.read_text()), "dtype": str(dtype)[6:], "use_cache": True}, indent=2, sort_keys=True) + "\n")
+    p.mkdir(parents=True, exist_ok=True); write(model, p); c.to_yaml(p / "train_config.yaml")
+    if c.lora:                                           # name a base another machine can load, not this one's cache folder
+        a = json.loads((p / "adapter_config.json").read_text())
+        (p / "adapter_config.json").write_text(json.dumps({**a, "base_model_name_or_path": base_model_ref(c.model)[0]}, indent=2))
+        if c.merge_lora:
+            with quiet_loading(): write(copy.deepcopy(model).merge_and_unload(), p / "merged")
+    (p / "README.md").write_text(model_card(tr, metrics), encoding="utf-8")
+    return p

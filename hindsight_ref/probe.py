@@ -28,7 +28,13 @@ def ratio_of_means(real, control): "mean(real) / mean(control) over the last axi
 def share_greater(real, control): "Share of rows with real > control, over the last axis."; return (real > control).mean(-1)
 def share_negative(a): "Share of rows below 0, over the last axis."; return (a < 0).mean(-1)
 
-def bootstrap_ci(stat, *samples, n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def bootstrap_ci(
+    stat,  # the statistic: a function of the samples
+    *samples,  # 1-d arrays of one length, resampled together by row
+    n_resamples: int = 2000,  # bootstrap resamples
+    level: float = 0.95,  # coverage of the intervals
+    seed: int = 0,  # seed of the resampling
+) -> dict:
     "`stat(*samples)` and its percentile interval over `n_resamples` resamples of the rows, all samples resampled together."
     arrays = [np.asarray(s, dtype=float) for s in samples]
     if not arrays or any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
@@ -49,8 +55,8 @@ def bootstrap_ci(stat, *samples, n_resamples: int = 2000, level: float = 0.95, s
 @dataclass
 class ProbeSource:
     "Interactions to probe, the same (x, y) under each control follow-up, and which answers the real follow-up criticises."
-    name: str
-    interactions: list
+    name: str  # where the interactions come from
+    interactions: list  # the interactions (x, y, o), real follow-ups
     controls: dict           # kind -> [Interaction], aligned with `interactions`
     criticised: list         # one bool per interaction
 
@@ -84,8 +90,14 @@ def fixture_source(n: int | None = None, controls=PROBE_CONTROLS) -> ProbeSource
     its = spread(fixture_interactions(), n)
     return ProbeSource("fixture", its, {k: control_interactions(its, kind=k) for k in controls}, [fixture_criticised(i) for i in its])
 
-def world_source(n: int = 64, persona: str = "less_filler", seed: int = 99, model=None, tok=None,
-                 controls=PROBE_CONTROLS) -> ProbeSource:
+def world_source(
+    n: int = 64,  # interactions
+    persona: str = "less_filler",  # the WorldUser persona that writes the follow-ups
+    seed: int = 99,  # seed of the prompts and sampled answers
+    model=None,  # the world model (None: the trained one, load_world)
+    tok=None,  # its tokenizer
+    controls=PROBE_CONTROLS,  # the control follow-ups to build: 'unrelated', 'approval'
+) -> ProbeSource:
     "Held-out toy-world interactions: answers sampled from the world model, a `WorldUser`'s follow-up, an unrelated request, an approval."
     from hindsight_ref.toyworld.model import load_world, world_answers, world_prompts
     from hindsight_ref.toyworld.world import EVAL_TOPICS, APPROVALS, WorldUser, UnrelatedUser
@@ -100,7 +112,14 @@ def world_source(n: int = 64, persona: str = "less_filler", seed: int = 99, mode
                        [it.o not in APPROVALS for it in its])
 
 # %% ../nbs/13_probe.ipynb #0c172839
-def probe_signals(model, tok, source: ProbeSource, templates=PROBE_TEMPLATES, batch_size: int = 8, progress: bool = True) -> dict:
+def probe_signals(
+    model,  # the causal language model
+    tok,  # the model's tokenizer (with a chat template)
+    source: ProbeSource,  # the interactions and their controls
+    templates=PROBE_TEMPLATES,  # hindsight templates to score
+    batch_size: int = 8,  # interactions per forward pass
+    progress: bool = True,  # show a progress bar
+) -> dict:
     "`{template: {'real': [Signal], control: [Signal], ...}}`: one student pass, then one teacher pass per template and follow-up."
     from tqdm.auto import tqdm
     out, student = {}, None
@@ -122,7 +141,13 @@ def _finite(d):
     if isinstance(d, float) and not math.isfinite(d): return None
     return d
 
-def probe_stats(signals: dict, criticised, n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def probe_stats(
+    signals: dict,  # one template's {'real': [Signal], control: [Signal]} from probe_signals
+    criticised,  # one bool per interaction: does the real follow-up o criticise y
+    n_resamples: int = 2000,  # bootstrap resamples
+    level: float = 0.95,  # coverage of the intervals
+    seed: int = 0,  # seed of the resampling
+) -> dict:
     "Per control: token level (mean |A_i|), sequence level (|sum A_i|) and the sign of sum A_i on criticised answers, each with a CI."
     ci = partial(bootstrap_ci, n_resamples=n_resamples, level=level, seed=seed)
     real, crit = signals["real"], np.asarray(criticised, dtype=bool)
@@ -144,7 +169,11 @@ def probe_stats(signals: dict, criticised, n_resamples: int = 2000, level: float
 # %% ../nbs/13_probe.ipynb #63a79607
 A_FLOOR = 1e-4     # mean |A| below this under every follow-up: the model does not read its context (float32 noise is ~1e-6)
 
-def verdict_rule(template: str, control: str = "unrelated", level: float = 0.95) -> str:
+def verdict_rule(
+    template: str,  # the template the verdict reads
+    control: str = "unrelated",  # the control follow-up it compares with
+    level: float = 0.95,  # coverage of the intervals
+) -> str:
     "The rule that decides the verdict, stated before any data is scored."
     return (f"The statistic is the ratio of mean |A_i| (over the tokens of each interaction, then over interactions) under the "
             f"real follow-up to the same under the {control} follow-up, with template {template!r}; its {level:.0%} interval is a "
@@ -169,21 +198,21 @@ def verdict(token_stats: dict, control: str = "unrelated") -> str:
 @dataclass
 class ProbeReport:
     "What the probe measured: statistics with intervals per template and control, the verdict and the rule behind it."
-    model: str
-    n_params: int
-    source: str
-    n: int
-    n_criticised: int
-    templates: list
-    controls: list
+    model: str  # the model probed
+    n_params: int  # its parameter count
+    source: str  # where the interactions came from
+    n: int  # interactions probed
+    n_criticised: int  # those whose real follow-up criticises y
+    templates: list  # hindsight templates scored
+    controls: list  # control follow-ups scored
     stats: dict                 # template -> control -> {"token", "sequence", "criticised"}
-    verdict: str
-    rule: str
+    verdict: str  # the verdict, in words
+    rule: str  # the rule that decides it (verdict_rule), fixed before scoring
     primary: dict               # {"template": ..., "control": ...}: what the verdict reads
-    n_resamples: int
-    level: float
-    seed: int
-    seconds: float = 0.0
+    n_resamples: int  # bootstrap resamples
+    level: float  # coverage of the intervals
+    seed: int  # seed of the resampling
+    seconds: float = 0.0  # wall time of the probe
     example: dict = field(default_factory=dict)   # the interaction the token strips show
 
     def to_dict(self) -> dict: "A plain dict, JSON-ready (no NaN)."; return _finite(asdict(self))
@@ -218,7 +247,11 @@ class ProbeReport:
     def __repr__(self): return f"ProbeReport({self.model!r}: {self.verdict})"
 
 # %% ../nbs/13_probe.ipynb #d7d3bc86
-def plot_probe(report: ProbeReport, ax=None, level: str = "token"):
+def plot_probe(
+    report: ProbeReport,  # the probe's report
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    level: str = "token",  # 'token' (mean |A_i|) or 'sequence' (|sum A_i|)
+):
     "Ratio real / control per template with its interval (log scale), one series per control; 1 means no separation."
     import matplotlib.pyplot as plt
     if level not in ("token", "sequence"): raise ValueError(f"level must be 'token' or 'sequence', got {level!r}.")
@@ -240,7 +273,11 @@ def plot_probe(report: ProbeReport, ax=None, level: str = "token"):
     ax.set_title(f"{report.model}: {what}, real vs control follow-ups ({report.level:.0%} intervals, n = {report.n})", fontsize=8.5)
     return ax
 
-def example_index(signals: dict, criticised, control: str = "unrelated") -> int:
+def example_index(
+    signals: dict,  # one template's {'real': [Signal], control: [Signal]}
+    criticised,  # one bool per interaction: does the real follow-up o criticise y
+    control: str = "unrelated",  # the control follow-up compared with
+) -> int:
     "A typical interaction to draw: among the criticised ones (all, if none is), the one with the median real - control mean |A|."
     d = np.array([r.mean_abs_advantage - c.mean_abs_advantage for r, c in zip(signals["real"], signals[control])])
     pool = np.flatnonzero(np.asarray(criticised, dtype=bool)) if any(criticised) else np.arange(len(d))
@@ -253,7 +290,11 @@ def figure_png(fig, dpi: int = 90) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight"); plt.close(fig)
     return buf.getvalue()
 
-def probe_figures(report: ProbeReport, signals: dict, max_tokens: int = 120) -> dict[str, bytes]:
+def probe_figures(
+    report: ProbeReport,  # the probe's report
+    signals: dict,  # the output of probe_signals
+    max_tokens: int = 120,  # tokens drawn in the token strip
+) -> dict[str, bytes]:
     "PNG bytes of the ratio plot and of one token strip under the real and the control follow-up (the verdict's template)."
     from hindsight_ref.viz import control_panel
     t, c, i = report.primary["template"], report.primary["control"], report.example["index"]
@@ -287,7 +328,11 @@ def probe_html(report: ProbeReport, figures: dict[str, bytes]) -> str:
             f"<code>{e(str(ex.get('o', ''))[:300])}</code>. The real follow-up above, the {e(c)} one below.</p>"
             f"{img(figures['strip'])}</body></html>")
 
-def write_probe(report: ProbeReport, figures: dict[str, bytes], out_dir) -> Path:
+def write_probe(
+    report: ProbeReport,  # the probe's report
+    figures: dict[str, bytes],  # PNG bytes by name (probe_figures)
+    out_dir,  # folder to write into (created)
+) -> Path:
     "Write probe.json, probe.html (figures embedded) and the figures as PNG files into `out_dir`; the page's path."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     report.save(out / "probe.json")
@@ -302,7 +347,11 @@ def is_world_model(name_or_path) -> bool:
     "Whether `name_or_path` names the toy world's model: the alias 'toyworld' or a folder holding world.json."
     return str(name_or_path) == WORLD_ALIAS or (Path(str(name_or_path)).expanduser() / "world.json").exists()
 
-def load_probe_model(name_or_path, dtype: str = "float32", device: str | None = None):
+def load_probe_model(
+    name_or_path,  # a model alias, a folder, a hub id, or 'toyworld'
+    dtype: str = "float32",  # torch dtype name of the weights
+    device: str | None = None,  # device (None: CUDA when available; the toy world's model: the CPU)
+):
     "`(model, tokenizer)`: the toy world's model (`is_world_model`), else `models.load_model` (alias, folder or hub id)."
     if is_world_model(name_or_path):
         from hindsight_ref.toyworld.model import load_world
@@ -311,7 +360,14 @@ def load_probe_model(name_or_path, dtype: str = "float32", device: str | None = 
     from hindsight_ref.models import load_model
     return load_model(name_or_path, dtype=dtype, device=device)
 
-def probe_source(source, model_name_or_path, n: int | None = None, controls=PROBE_CONTROLS, model=None, tok=None) -> ProbeSource:
+def probe_source(
+    source,  # 'auto' (the toy world for its model, else the fixture set), 'fixture', 'world', a .jsonl file, a list of Interactions, or a ProbeSource
+    model_name_or_path,  # the model probed (decides what 'auto' means)
+    n: int | None = None,  # at most this many interactions, spread over the source (None: all)
+    controls=PROBE_CONTROLS,  # the control follow-ups to build: 'unrelated', 'approval'
+    model=None,  # the world model, for the 'world' source (None: loaded)
+    tok=None,  # its tokenizer
+) -> ProbeSource:
     "The interactions to probe: 'auto', 'fixture', 'world', a .jsonl file, a list of Interactions, or a ProbeSource as is."
     if isinstance(source, ProbeSource): return source
     if bad := [c for c in controls if c not in PROBE_CONTROLS]: raise ValueError(f"Unknown controls {bad}; known: {PROBE_CONTROLS}.")
@@ -328,10 +384,23 @@ def probe_source(source, model_name_or_path, n: int | None = None, controls=PROB
                      f"a list of Interactions or a ProbeSource.")
 
 # %% ../nbs/13_probe.ipynb #1c446669
-def run_probe(model_name_or_path="smollm2-135m-instruct", out_dir="runs/probe", n: int | None = None, templates=PROBE_TEMPLATES,
-              controls=PROBE_CONTROLS, source="auto", n_resamples: int = 2000, level: float = 0.95, seed: int = 0,
-              batch_size: int = 8, dtype: str = "float32", device: str | None = None, progress: bool = True,
-              model=None, tokenizer=None) -> ProbeReport:
+def run_probe(
+    model_name_or_path="smollm2-135m-instruct",  # a model alias, a folder, a hub id, or 'toyworld'
+    out_dir="runs/probe",  # folder for probe.json, probe.html and the figures
+    n: int | None = None,  # at most this many interactions (None: all of the source)
+    templates=PROBE_TEMPLATES,  # hindsight templates to score
+    controls=PROBE_CONTROLS,  # the control follow-ups: 'unrelated', 'approval'
+    source="auto",  # 'auto' (the toy world for its model, else the fixture set), 'fixture', 'world', a .jsonl file, a list of Interactions, or a ProbeSource
+    n_resamples: int = 2000,  # bootstrap resamples
+    level: float = 0.95,  # coverage of the intervals
+    seed: int = 0,  # seed of the resampling
+    batch_size: int = 8,  # interactions per forward pass
+    dtype: str = "float32",  # torch dtype name of the weights
+    device: str | None = None,  # device (None: CUDA when available; the toy world's model: the CPU)
+    progress: bool = True,  # show a progress bar
+    model=None,  # an already loaded model (then model_name_or_path only names it)
+    tokenizer=None,  # its tokenizer, with `model`
+) -> ProbeReport:
     "Probe a model (alias, folder, hub id or 'toyworld'; or `model=`, `tokenizer=`): writes probe.json and probe.html, returns the report."
     t0 = time.time()
     templates = [get_template(t).name for t in templates]          # unknown names fail here, before any model loads

@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from .models import load_model, tiny_model
+from .models import load_model, tiny_model, lock_folder
 from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records, write_records
 from .train import TrainConfig, split_heldout
 from .trainers import make_trainer
@@ -31,7 +31,11 @@ TLDR_SUFFIX = "\nTL;DR:\n"   # the official script keeps a post when post + suff
 
 def _norm(s: str) -> str: return " ".join(s.lower().split())
 
-def prompt_texts(source: str = "fixtures", split: str = "train", max_chars: int | None = None) -> list[str]:
+def prompt_texts(
+    source: str = "fixtures",  # 'fixtures', 'tldr', 'helpsteer2', or a .jsonl file of {'prompt': ...} lines
+    split: str = "train",  # dataset split
+    max_chars: int | None = None,  # drop prompts longer than this (None: no limit; TL;DR: 1023 with its suffix)
+) -> list[str]:
     "Unique prompt texts of a source: 'fixtures', 'tldr', 'helpsteer2', or a .jsonl file of {'prompt': ...} lines."
     if source == "fixtures": raw = [it.x[0]["content"] for it in fixture_interactions() if it.x[0]["role"] == "user"]
     elif source == "tldr":
@@ -52,8 +56,16 @@ def prompt_texts(source: str = "fixtures", split: str = "train", max_chars: int 
         if p and (max_chars is None or len(p) <= max_chars) and _norm(p) not in seen: seen.add(_norm(p)); out.append(p)
     return out
 
-def make_prompts(source: str = "fixtures", train_n: int = 256, eval_n: int = 256, seed: int = 42, system: str | None = None,
-                 tok=None, max_prompt_tokens: int | None = None, eval_split: str = "validation") -> tuple[list, list]:
+def make_prompts(
+    source: str = "fixtures",  # 'fixtures', 'tldr', 'helpsteer2', or a .jsonl file of {'prompt': ...} lines
+    train_n: int = 256,  # training contexts
+    eval_n: int = 256,  # held-out contexts
+    seed: int = 42,  # seed of the draw
+    system: str | None = None,  # system prompt put first in every context x (None: none)
+    tok=None,  # tokenizer that measures max_prompt_tokens (None: no limit)
+    max_prompt_tokens: int | None = None,  # drop prompts longer than this, in tokens (None: no limit)
+    eval_split: str = "validation",  # dataset split of the held-out contexts
+) -> tuple[list, list]:
     "(train contexts, held-out contexts): the train split and `eval_split` (one set split in two for fixtures or a file), disjoint."
     fits = lambda p: tok is None or not max_prompt_tokens or len(tok(p, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens
     one_set = source == "fixtures" or source.endswith(".jsonl")
@@ -77,7 +89,7 @@ class Protocol:
     protocol: str = "personalization"        # "personalization" | "offline"
     train: dict = field(default_factory=dict) # TrainConfig fields
     arch: str | None = None                  # architecture name, for the resource estimate and the toy-size test
-    output_dir: str = "runs/protocol"
+    output_dir: str = "runs/protocol"  # folder of the run: checkpoints, curves.jsonl, the report
     prompts: dict = field(default_factory=dict)   # make_prompts arguments (personalization)
     phases: list = field(default_factory=list)    # [{persona: name | [names], steps: n}, ...] (personalization)
     user: dict | str = "rule"                # make_simulator spec; the phase gives the persona
@@ -145,7 +157,15 @@ def cache_key(*parts) -> str:
     "A short hash of what a stored result depends on (`parts` as JSON; anything else by its repr, which never matches a later run)."
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=repr).encode()).hexdigest()[:16]
 
-def answers(path: Path, model, tok, xs: list, key: str, max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def answers(
+    path: Path,  # JSONL file the answers are cached in
+    model,  # the model that answers (None: the answers must be cached)
+    tok,  # the model's tokenizer (with a chat template)
+    xs: list,  # the contexts x
+    key: str,  # what the answers depend on; a cache written under another key is regenerated
+    max_new_tokens: int,  # longest answer, in tokens
+    batch_size: int = 8,  # contexts per generation batch
+) -> list[str]:
     "Greedy answers of `model` to contexts `xs`: read back from `path` if written there under `key`, else generated and written."
     old = _jsonl(path)
     if len(old) == len(xs) and all(r.get("key") == key for r in old): return [r["y"] for r in old]
@@ -157,12 +177,18 @@ def answers(path: Path, model, tok, xs: list, key: str, max_new_tokens: int, bat
     return ys
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
+    lock_folder(out, "protocol run")                  # before anything is written: a second run into `out` fails at once
     cfg = TrainConfig.from_dict({"progress": False, **spec.train, "mode": mode, "output_dir": str(out / "train"), **extra})
-    if any((out / "train" / "checkpoints").glob("step-*[0-9]")): cfg.resume_from = "latest"
+    if any((out / "train" / n).exists() for n in ("checkpoints", "metrics.jsonl", "interactions.jsonl")):
+        cfg.resume_from = "latest"                    # (a run killed before its first checkpoint starts over)
     return cfg
 
 # %% ../nbs/32_protocols.ipynb #1efb5ef6
-def run_personalization(spec: Protocol, load: Callable | None = None, verbose: bool = True) -> list[dict]:
+def run_personalization(
+    spec: Protocol,  # the protocol
+    load: Callable | None = None,  # load(name, dtype=...) -> (model, tokenizer) for every model the run loads (None: models.load_model; 'tiny': tiny_model)
+    verbose: bool = True,  # print a line per evaluation
+) -> list[dict]:
     "Run (or resume) a personalization protocol; returns its curve records (curves.jsonl), each keyed by what it depends on."
     out, ev = Path(spec.output_dir), spec.eval
     cfg = _train_config(spec, "online", out, max_steps=spec.total_steps)
@@ -232,7 +258,11 @@ def offline_interactions(data: dict) -> list:
         return its
     return load_interactions(src, d.get("max_history", 5))
 
-def run_offline(spec: Protocol, load: Callable | None = None, verbose: bool = True) -> dict:
+def run_offline(
+    spec: Protocol,  # the protocol
+    load: Callable | None = None,  # load(name, dtype=...) -> (model, tokenizer) for every model the run loads (None: models.load_model; 'tiny': tiny_model)
+    verbose: bool = True,  # print progress lines
+) -> dict:
     "Run (or resume) an offline-alignment protocol; returns the report (checks before and after, per-segment records)."
     out, ev = Path(spec.output_dir), spec.eval
     cfg = _train_config(spec, "offline", out)
@@ -265,7 +295,12 @@ def run_offline(spec: Protocol, load: Callable | None = None, verbose: bool = Tr
     return report
 
 # %% ../nbs/32_protocols.ipynb #fb0544c1
-def run_protocol(spec, load: Callable | None = None, verbose: bool = True, **overrides):
+def run_protocol(
+    spec,  # a protocol YAML file or a Protocol
+    load: Callable | None = None,  # load(name, dtype=...) -> (model, tokenizer) for every model the run loads (None: models.load_model; 'tiny': tiny_model)
+    verbose: bool = True,  # print progress lines
+    **overrides,  # Protocol fields that replace the file's
+):
     "Run (or resume) a protocol file or `Protocol`: personalization returns its curve records, offline its report."
     spec = spec if isinstance(spec, Protocol) else Protocol.from_yaml(spec, **overrides)
     return (run_personalization if spec.protocol == "personalization" else run_offline)(spec, load=load, verbose=verbose)
@@ -285,9 +320,20 @@ def n_params(arch: dict) -> float:
     attn = h * arch["heads"] * hd * 2 + h * arch["kv_heads"] * hd * 2
     return arch["vocab"] * h * (1 if arch.get("tied", True) else 2) + arch["layers"] * (attn + 3 * h * arch["ffn"] + 2 * h)
 
-def estimate_resources(arch: dict, micro_batch: int, max_len: int, mean_len: int, interactions: int, epochs: int = 1,
-                       gen_tokens: int = 0, side_params: float = 0.0, side_tokens: int = 0, hindsight_tokens: int = 64,
-                       optimizer_bytes: int = 2, hw: dict = H200) -> dict:
+def estimate_resources(
+    arch: dict,  # decoder dimensions: hidden, layers, ffn, vocab, heads, kv_heads, head_dim, tied
+    micro_batch: int,  # sequences per forward pass
+    max_len: int,  # longest sequence, tokens
+    mean_len: int,  # mean sequence length, tokens
+    interactions: int,  # interactions trained on per epoch
+    epochs: int = 1,  # passes over the interactions
+    gen_tokens: int = 0,  # tokens the policy samples in the run
+    side_params: float = 0.0,  # parameters of a side model (user simulator, judge), 0: none
+    side_tokens: int = 0,  # tokens the side model generates
+    hindsight_tokens: int = 64,  # tokens the follow-up o adds to the teacher context
+    optimizer_bytes: int = 2,  # optimizer state per parameter, bytes (8: AdamW, 2: 8-bit AdamW)
+    hw: dict = H200,  # measured rates of the machine: train_tflops, gen_tokens_per_s, gen_params, memory_gb
+) -> dict:
     "Estimated peak memory (GB) and hours of a run; see the notebook for the model behind each term."
     N, h, L = n_params(arch), arch["hidden"], arch["layers"]
     weights, grads, opt = 4 * N / 1e9, 4 * N / 1e9, optimizer_bytes * N / 1e9

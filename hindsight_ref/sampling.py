@@ -17,7 +17,12 @@ from .contexts import EncodedInteraction, encode_sampled, end_of_turn_id, get_te
 __all__ = ['sampling_logprobs', 'sample_next', 'Samples', 'sample_completions', 'ask_user', 'sample_interactions']
 
 # %% ../nbs/22_sampling.ipynb #7be22c66
-def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+def sampling_logprobs(
+    logits: torch.Tensor,  # next-token logits, [..., V]
+    temperature: float = 1.0,  # divide the logits by this (0: greedy)
+    top_p: float = 1.0,  # keep the smallest set of tokens whose mass reaches top_p (1: no cut)
+    top_k: int | None = None,  # keep only the k most likely tokens (None: no cut)
+) -> torch.Tensor:
     "log q over the last dim: softmax(logits / T), then top-k, then top-p (ties at a cut kept), renormalised; -inf outside."
     if temperature < 0: raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
     if not 0.0 < top_p <= 1.0: raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus cut), got {top_p}.")
@@ -42,8 +47,13 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: flo
     return logq
 
 # %% ../nbs/22_sampling.ipynb #4fdeffc2
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None):
+def sample_next(
+    logits: torch.Tensor,  # next-token logits, [..., V]
+    temperature: float = 1.0,  # divide the logits by this (0: greedy)
+    top_p: float = 1.0,  # keep the smallest set of tokens whose mass reaches top_p (1: no cut)
+    top_k: int | None = None,  # keep only the k most likely tokens (None: no cut)
+    generator: torch.Generator | None = None,  # torch.Generator for the random draws (None: the global one)
+):
     "One token per row from q = `sampling_logprobs(...)`: (tokens, log q(token), log pi(token) at T=1, nothing cut)."
     logp = logits.float().log_softmax(-1)
     if temperature == 0:
@@ -174,11 +184,25 @@ def _generation_config_settings(model):
 
 # %% ../nbs/22_sampling.ipynb #619ab848
 @torch.no_grad()
-def sample_completions(model, tok, xs: list[list[dict]], template="paper", max_context_tokens: int = 2048,
-                       max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0, *, top_k: int | None = None,
-                       seed: int | None = None, generator: torch.Generator | None = None, batch_size: int | None = None,
-                       eot_id: int | None = None, use_generation_config: bool = False, truncate_context: bool = False,
-                       fast: bool = False) -> Samples:
+def sample_completions(
+    model,  # the causal language model
+    tok,  # the model's tokenizer (with a chat template)
+    xs: list[list[dict]],  # the contexts x, each a list of chat messages
+    template="paper",  # hindsight template (the student context x is the same for all)
+    max_context_tokens: int = 2048,  # longest student context, tokens
+    max_new_tokens: int = 256,  # longest completion y, tokens
+    temperature: float = 1.0,  # divide the logits by this (0: greedy)
+    top_p: float = 1.0,  # keep the smallest set of tokens whose mass reaches top_p (1: no cut)
+    *,
+    top_k: int | None = None,  # keep only the k most likely tokens (None: no cut)
+    seed: int | None = None,  # seed of a new generator (None: use `generator`)
+    generator: torch.Generator | None = None,  # torch.Generator for the random draws (None: the global one)
+    batch_size: int | None = None,  # contexts per generation batch (None: all at once)
+    eot_id: int | None = None,  # end-of-turn token id that ends y (None: the tokenizer's)
+    use_generation_config: bool = False,  # take temperature, top_p and top_k from the model's generation_config
+    truncate_context: bool = False,  # cut a long context on the left and report it (False: raise)
+    fast: bool = False,  # decode with a static cache of fixed shape (compiled, for CUDA)
+) -> Samples:
     "Sample y ~ q(.|x) per context with exactly the given temperature/top-p/top-k (defaults: the policy itself)."
     if max_new_tokens < 1: raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}.")
@@ -205,7 +229,11 @@ def sample_completions(model, tok, xs: list[list[dict]], template="paper", max_c
     return out
 
 # %% ../nbs/22_sampling.ipynb #5cb5b8af
-def ask_user(user, xs: list, ys: list[str]) -> list[str]:
+def ask_user(
+    user,  # the user simulator: user(x, y) -> o, batched when it has `.many`
+    xs: list,  # the contexts x
+    ys: list[str],  # the completions y, one per context
+) -> list[str]:
     "The user's follow-ups o to the completions `ys` of `xs` (`user.many(xs, ys)` when it has one), each a non-empty string."
     os_ = user.many(xs, ys) if hasattr(user, "many") else [user(x, y) for x, y in zip(xs, ys)]
     for o in os_:
@@ -213,10 +241,24 @@ def ask_user(user, xs: list, ys: list[str]) -> list[str]:
             raise ValueError(f"The user simulator returned {o!r}; it must return the follow-up message as a non-empty string.")
     return list(os_)
 
-def sample_interactions(model, tok, xs: list[list[dict]], user, template="paper", max_context_tokens: int = 2048,
-                        max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0, *, top_k: int | None = None,
-                        eot_id: int | None = None, fast: bool = False, batch_size: int | None = None,
-                        metas: list[dict] | None = None, autocast=contextlib.nullcontext) -> tuple[list[EncodedInteraction], list[int]]:
+def sample_interactions(
+    model,  # the causal language model
+    tok,  # the model's tokenizer (with a chat template)
+    xs: list[list[dict]],  # the contexts x, each a list of chat messages
+    user,  # the user simulator: user(x, y) -> o, batched when it has `.many`
+    template="paper",  # hindsight template (the student context x is the same for all)
+    max_context_tokens: int = 2048,  # longest student context, tokens
+    max_new_tokens: int = 256,  # longest completion y, tokens
+    temperature: float = 1.0,  # divide the logits by this (0: greedy)
+    top_p: float = 1.0,  # keep the smallest set of tokens whose mass reaches top_p (1: no cut)
+    *,
+    top_k: int | None = None,  # keep only the k most likely tokens (None: no cut)
+    eot_id: int | None = None,  # end-of-turn token id that ends y (None: the tokenizer's)
+    fast: bool = False,  # decode with a static cache of fixed shape (compiled, for CUDA)
+    batch_size: int | None = None,  # contexts per generation batch (None: all at once)
+    metas: list[dict] | None = None,  # meta dict of each interaction, one per context (None: empty)
+    autocast=contextlib.nullcontext,  # context manager the policy samples under (its precision)
+) -> tuple[list[EncodedInteraction], list[int]]:
     "Sample y for each x, ask `user` for o, encode around the sampled ids: (encoded interactions, positions in xs kept)."
     eot = end_of_turn_id(tok) if eot_id is None else int(eot_id)
     with autocast():                                                        # the policy's precision; the user answers outside

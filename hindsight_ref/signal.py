@@ -12,14 +12,14 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from .models import eval_mode, load_model, model_device, to_device
-from .data import Interaction
-from .contexts import encode_interactions, collate, get_template
+from .data import Interaction, interaction_name
+from .contexts import encode_interactions, collate, get_template, model_max_positions
 
 # %% auto #0
 __all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'naive_completion_logprobs', 'completion_hidden',
            'head_logits', 'selective_logprobs', 'completion_logprobs', 'batch_logprobs', 'batch_hidden',
            'hindsight_hidden', 'score_batch', 'completion_kl', 'interaction_kl', 'Signal', 'token_strings',
-           'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
+           'check_token_ids', 'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
 
 # %% ../nbs/11_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,14 @@ def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 
 # %% ../nbs/11_signal.ipynb #fef03e06
-def naive_completion_logprobs(model, input_ids, attention_mask, completion_ids, context_len, position_ids=None) -> torch.Tensor:
+def naive_completion_logprobs(
+    model,  # the causal language model
+    input_ids,  # context then completion token ids, [B, L + T], contexts left-padded
+    attention_mask,  # 1 at real tokens, 0 at padding, [B, L + T]
+    completion_ids,  # the completion ids y, [B, T]
+    context_len,  # L, the (padded) context length: the completion starts there
+    position_ids=None,  # position ids, [B, L + T] (None: counted from the attention mask)
+) -> torch.Tensor:
     "Reference form: full logits [B, L, V], fp32 log_softmax, gather. Simple and memory-hungry; use `completion_logprobs`."
     L, T = int(context_len), completion_ids.shape[1]
     if position_ids is None: position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -82,7 +89,14 @@ def _check_layout(input_ids, attention_mask, completion_ids, context_len):
                          "not where context_len says. Contexts must be left-padded and completions right-padded (collate).")
     return L, T
 
-def completion_hidden(model, input_ids, attention_mask, context_len: int, n_completion: int, position_ids=None) -> torch.Tensor:
+def completion_hidden(
+    model,  # the causal language model
+    input_ids,  # context then completion token ids, [B, L + T], contexts left-padded
+    attention_mask,  # 1 at real tokens, 0 at padding, [B, L + T]
+    context_len: int,  # L, the (padded) context length: the completion starts there
+    n_completion: int,  # T, the completion length
+    position_ids=None,  # position ids, [B, L + T] (None: counted from the attention mask)
+) -> torch.Tensor:
     "Decoder last hidden states that predict the completion: [B, T, H], columns context_len-1 ... context_len+T-2."
     if position_ids is None: position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = _decoder(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
@@ -91,7 +105,11 @@ def completion_hidden(model, input_ids, attention_mask, context_len: int, n_comp
     return h[:, L - 1:L - 1 + n_completion]
 
 # %% ../nbs/11_signal.ipynb #af74ca79
-def head_logits(head, h, softcap: float | None = None) -> torch.Tensor:
+def head_logits(
+    head,  # the LM head
+    h,  # hidden states, [..., H]
+    softcap: float | None = None,  # final logit soft-cap of the model, Gemma-2 style (None: none)
+) -> torch.Tensor:
     "float32 logits of the LM head on hidden states `h`, with Gemma-2 style final-logit soft-capping when `softcap` is set."
     z = head(h).float()
     return softcap * torch.tanh(z / softcap) if softcap else z
@@ -101,7 +119,14 @@ def _chunk_logprobs(head, h, ids, softcap):
     logits = head_logits(head, h, softcap)
     return logits.gather(-1, ids[:, None])[:, 0] - logits.logsumexp(-1)
 
-def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, softcap: float | None = None) -> torch.Tensor:
+def selective_logprobs(
+    head,  # the LM head
+    hidden,  # hidden states that predict the completion, [B, T, H]
+    ids,  # the tokens whose log-probs are wanted, [B, T]
+    mask=None,  # (B, T) bool; 0 is returned where False (None: all)
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+    softcap: float | None = None,  # final logit soft-cap of the model, Gemma-2 style (None: none)
+) -> torch.Tensor:
     "log p(ids) from hidden states [B, T, H]: LM head and fp32 log-softmax per chunk of rows; 0 where mask is False."
     if chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     B, T, _ = hidden.shape
@@ -118,8 +143,15 @@ def selective_logprobs(head, hidden, ids, mask=None, chunk_size: int = 256, soft
     if rows is not None: lp = torch.zeros(B * T, dtype=lp.dtype, device=lp.device).index_put((rows,), lp)
     return rearrange(lp, "(b t) -> b t", b=B)
 
-def completion_logprobs(model, input_ids, attention_mask, completion_ids, context_len, chunk_size: int = 256,
-                        position_ids=None) -> torch.Tensor:
+def completion_logprobs(
+    model,  # the causal language model
+    input_ids,  # context then completion token ids, [B, L + T], contexts left-padded
+    attention_mask,  # 1 at real tokens, 0 at padding, [B, L + T]
+    completion_ids,  # the completion ids y, [B, T]
+    context_len,  # L, the (padded) context length: the completion starts there
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+    position_ids=None,  # position ids, [B, L + T] (None: counted from the attention mask)
+) -> torch.Tensor:
     "[B, T] float32 log p(y_j | prefix) from hidden states sliced to the completion; 0 on padding."
     L, T = _check_layout(input_ids, attention_mask, completion_ids, context_len)
     h = completion_hidden(model, input_ids, attention_mask, L, T, position_ids)
@@ -127,18 +159,32 @@ def completion_logprobs(model, input_ids, attention_mask, completion_ids, contex
     return selective_logprobs(_lm_head(model), h, completion_ids, attention_mask[:, L:].bool(), chunk_size, softcap)
 
 # %% ../nbs/11_signal.ipynb #d75bfe53
-def batch_logprobs(model, batch, side, chunk_size: int = 256):
+def batch_logprobs(
+    model,  # the causal language model
+    batch,  # a collated batch (contexts.collate)
+    side,  # 'student' (context x) or 'teacher' (context x with o)
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+):
     "`completion_logprobs` of a collated batch under the `side` context ('student': x, 'teacher': x with o)."
     L = int(batch[f"{side}_context_len"])
     return completion_logprobs(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch["completion_ids"],
                                L, chunk_size, batch.get(f"{side}_position_ids"))
 
-def batch_hidden(model, batch, side) -> torch.Tensor:
+def batch_hidden(
+    model,  # the causal language model
+    batch,  # a collated batch (contexts.collate)
+    side,  # 'student' (context x) or 'teacher' (context x with o)
+) -> torch.Tensor:
     "`completion_hidden` of a collated batch under the `side` context: [B, T, H], the states that predict y."
     return completion_hidden(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], int(batch[f"{side}_context_len"]),
                              batch["completion_ids"].shape[1], batch.get(f"{side}_position_ids"))
 
-def hindsight_hidden(model, batch: dict, teacher=None, sides=("student", "teacher")):
+def hindsight_hidden(
+    model,  # the policy (the student pass has its gradient)
+    batch: dict,  # a collated batch (contexts.collate)
+    teacher=None,  # the teacher model (None: the policy itself, under no_grad: the stop-gradient)
+    sides=("student", "teacher"),  # (student side, teacher side); a side of None skips its pass
+):
     "Both passes over a collated batch: states [B, T, H] predicting y under x (with grad) and under x with o (no grad)."
     s_side, t_side = sides                           # a side of None skips its pass (its states are None)
     with torch.no_grad():                           # the teacher: the live model (stop-gradient) or a given copy
@@ -146,7 +192,11 @@ def hindsight_hidden(model, batch: dict, teacher=None, sides=("student", "teache
     h_student = None if s_side is None else batch_hidden(model, batch, s_side)
     return h_student, h_teacher
 
-def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
+def score_batch(
+    model,  # the causal language model
+    batch: dict,  # a collated batch (contexts.collate)
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+) -> dict:
     "Student and teacher log-probs of a collated batch and A = teacher - student: [B, T] each, 0 outside `completion_mask`."
     need = {"student_input_ids", "student_attention_mask", "teacher_input_ids", "teacher_attention_mask", "completion_ids",
             "student_context_len", "teacher_context_len"}
@@ -166,8 +216,14 @@ def score_batch(model, batch: dict, chunk_size: int = 256) -> dict:
 
 # %% ../nbs/11_signal.ipynb #7703a78f
 @torch.no_grad()
-def completion_kl(p_model, batch: dict, q_model=None, p_side: str = "student", q_side: str = "teacher",
-                  chunk_size: int = 256) -> torch.Tensor:
+def completion_kl(
+    p_model,  # the model of p
+    batch: dict,  # a collated batch (contexts.collate)
+    q_model=None,  # the model of q (None: p_model)
+    p_side: str = "student",  # context side of p: 'student' or 'teacher'
+    q_side: str = "teacher",  # context side of q: 'student' or 'teacher'
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+) -> torch.Tensor:
     "Exact per-token KL(p(.|p_side, y<i) || q(.|q_side, y<i)) over the vocabulary: [B, T], 0 off `completion_mask`."
     q_model = p_model if q_model is None else q_model
     batch = to_device(batch, model_device(p_model))
@@ -182,8 +238,15 @@ def completion_kl(p_model, batch: dict, q_model=None, p_side: str = "student", q
     out[mask] = torch.cat(kl) if kl else out.new_zeros(0)
     return out
 
-def interaction_kl(p_model, encoded: list, pad_token_id: int, q_model=None, p_side: str = "student",
-                   q_side: str = "teacher", batch_size: int = 8) -> list[torch.Tensor]:
+def interaction_kl(
+    p_model,  # the model of p
+    encoded: list,  # encoded interactions (contexts.encode_interactions)
+    pad_token_id: int,  # token id used for padding
+    q_model=None,  # the model of q (None: p_model)
+    p_side: str = "student",  # context side of p: 'student' or 'teacher'
+    q_side: str = "teacher",  # context side of q: 'student' or 'teacher'
+    batch_size: int = 8,  # interactions per forward pass
+) -> list[torch.Tensor]:
     "`completion_kl` for encoded interactions (`contexts.encode_interactions`): one [T_i] CPU tensor per interaction."
     out = []
     for s in range(0, len(encoded), batch_size):
@@ -196,8 +259,8 @@ def interaction_kl(p_model, encoded: list, pad_token_id: int, q_model=None, p_si
 @dataclass
 class Signal:
     "The hindsight signal of one interaction: per completion token, log p under x and under (x, o), and A (Eq. 1)."
-    interaction: Interaction
-    template: str
+    interaction: Interaction  # the interaction (x, y, o) scored
+    template: str  # name of the hindsight template of the teacher context
     token_ids: list[int]            # completion ids (y + end-of-turn)
     tokens: list[str]               # display strings, concatenating to the decoded completion
     logp_student: torch.Tensor      # [T] log pi(y_i | x, y<i)
@@ -262,9 +325,28 @@ def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
         ids[r], ps[r], pt[r] = top, qs.gather(-1, top), qt.gather(-1, top)
     return tuple(rearrange(a, "(b t) k -> b t k", b=B) for a in (ids, ps, pt))
 
-def hindsight_signal(model, tokenizer, interactions, template="paper", batch_size: int = 8, top_k: int = 0,
-                     max_context_tokens: int = 2048, progress: bool = True, chunk_size: int = 256,
-                     topk_by: str = "max", student: list[Signal] | None = None) -> list[Signal]:
+def check_token_ids(model, encs: list) -> None:
+    "Every token id of the encoded interactions has a row in the model's embedding; else an error naming the mismatch."
+    rows = model.get_input_embeddings().num_embeddings
+    for i, e in enumerate(encs):
+        if (top := max(e.teacher_ids + e.student_ids)) >= rows:
+            raise ValueError(f"{interaction_name(e.interaction, i)} encodes to token id {top}, beyond the model's {rows} embedding "
+                             f"rows: the tokenizer does not belong to the model (tokenizer/model mismatch). Fix: use the "
+                             f"tokenizer that belongs to the model.")
+
+def hindsight_signal(
+    model,  # the causal language model
+    tokenizer,  # the model's tokenizer (with a chat template)
+    interactions,  # the interactions (x, y, o), or one
+    template="paper",  # hindsight template: a name in TEMPLATES or a HindsightTemplate
+    batch_size: int = 8,  # interactions per forward pass
+    top_k: int = 0,  # also keep the k most likely next tokens at each position, with both probabilities (0: none)
+    max_context_tokens: int = 2048,  # longest context; older messages of x are dropped to fit
+    progress: bool = True,  # show a progress bar
+    chunk_size: int = 256,  # rows (positions) per chunk of the LM head and log-softmax
+    topk_by: str = "max",  # rank the top_k candidates by 'max' (of both), 'student' or 'teacher' probability
+    student: list[Signal] | None = None,  # Signals of the same (x, y) whose student log-probs are reused: only the teacher pass runs (None: both run)
+) -> list[Signal]:
     "Score each completion under x (student) and under the hindsight context (x, o) (teacher): one `Signal` each."
     # `student`: Signals of the same interactions (same x and y, any template or follow-up) whose student
     # log-probs are reused, so that only the teacher pass runs (the student context does not depend on o).
@@ -281,7 +363,9 @@ def hindsight_signal(model, tokenizer, interactions, template="paper", batch_siz
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token (masks come from lengths).")
     tpl = get_template(template)
-    encs = encode_interactions(tokenizer, interactions, template=tpl, max_context_tokens=max_context_tokens)
+    encs = encode_interactions(tokenizer, interactions, template=tpl, max_context_tokens=max_context_tokens,
+                               max_positions=model_max_positions(model, tokenizer))   # the trainer's checks, in the same order
+    check_token_ids(model, encs)
     if student is not None:
         if top_k: raise ValueError("top_k > 0 needs the student's full distributions: do not pass student= with top_k.")
         if len(student) != len(encs): raise ValueError(f"student has {len(student)} Signals for {len(encs)} interactions.")
@@ -327,7 +411,15 @@ def separation_stats(real: list, control: list) -> dict:
                 share=(r > c).float().mean().item(), real_abs=r.tolist(), control_abs=c.tolist(),
                 seq_real=sum(s.sequence_advantage for s in real) / len(r), seq_control=sum(s.sequence_advantage for s in control) / len(r))
 
-def separation(model, tokenizer, interactions, controls, templates=("paper",), batch_size: int = 8, progress: bool = False) -> dict:
+def separation(
+    model,  # the causal language model
+    tokenizer,  # the model's tokenizer (with a chat template)
+    interactions,  # the interactions (x, y, o) with their real follow-ups
+    controls,  # the same (x, y) with control follow-ups, aligned with interactions
+    templates=("paper",),  # hindsight templates to compare
+    batch_size: int = 8,  # interactions per forward pass
+    progress: bool = False,  # show a progress bar
+) -> dict:
     "`separation_stats` per template: each interaction under its real follow-up against the same (x, y) under `controls`."
     out, student = {}, None
     for t in templates:   # the student pass depends on neither o nor the template: run it once, reuse it
@@ -338,8 +430,16 @@ def separation(model, tokenizer, interactions, controls, templates=("paper",), b
     return out
 
 # %% ../nbs/11_signal.ipynb #4e5c7de0
-def separation_ladder(model_ids, interactions, controls, templates=("paper",), load=None, batch_size: int = 8,
-                      progress: bool = True, **load_kw) -> list[dict]:
+def separation_ladder(
+    model_ids,  # the models to load, one at a time (aliases, folders or hub ids)
+    interactions,  # the interactions (x, y, o) with their real follow-ups
+    controls,  # the same (x, y) with control follow-ups, aligned with interactions
+    templates=("paper",),  # hindsight templates to compare
+    load=None,  # load(model_id, **load_kw) -> (model, tokenizer) (None: models.load_model)
+    batch_size: int = 8,  # interactions per forward pass
+    progress: bool = True,  # show a progress bar
+    **load_kw,  # passed on to `load`
+) -> list[dict]:
     "`separation` for each model of `model_ids` (loaded one at a time, default `models.load_model`), with its size."
     load, rows = load or load_model, []
     for mid in tqdm(list(model_ids), desc="models", disable=not progress):

@@ -38,7 +38,11 @@ PERSONAS = {
 _AXES = {"length": {"concise": "CONCISE", "detailed": "DETAILED"}, "tone": {"casual": "CASUAL", "professional": "PROFESSIONAL"},
          "level": {"beginner": "BEGINNER-FRIENDLY", "expert": "EXPERT-LEVEL"}}
 
-def style_profile(length: str, tone: str, level: str) -> str:
+def style_profile(
+    length: str,  # 'concise' or 'detailed'
+    tone: str,  # 'casual' or 'professional'
+    level: str,  # 'beginner' or 'expert'
+) -> str:
     "A profile in the format of Section 4.2, e.g. style_profile('concise', 'professional', 'expert') (Fig. 9)."
     words = []
     for axis, v in (("length", length), ("tone", tone), ("level", level)):
@@ -87,13 +91,22 @@ def request_text(x) -> str:
         raise ValueError("x must be a prompt string or a non-empty list of chat messages ending with a user message.")
     return x[-1]["content"]
 
-def user_messages(profile: str, x, y: str) -> list[dict]:
+def user_messages(
+    profile: str,  # the user profile text
+    x,  # the user's request: text or the context x
+    y: str,  # the assistant's response y
+) -> list[dict]:
     "The paper's User Model Prompt (App. D.3) for request `x` and assistant response `y`."
     return [{"role": "system", "content": f"USER PROFILE: {profile}\n{USER_RULES}"},
             {"role": "user", "content": f"Original user request: {request_text(x)}\nAssistant response: {y}\n"
                                         f"Write the user's next message."}]
 
-def judge_messages(profile: str, prompt, response_a: str, response_b: str) -> list[dict]:
+def judge_messages(
+    profile: str,  # the user profile text
+    prompt,  # the user's request: text or the context x
+    response_a: str,  # response shown as A
+    response_b: str,  # response shown as B
+) -> list[dict]:
     "The paper's Judge Prompt (App. D.3): which of two responses this user prefers."
     return [{"role": "system", "content": f"USER PROFILE: {profile}\n{JUDGE_RULES}"},
             {"role": "user", "content": f"User prompt: {request_text(prompt)}\nResponse A: {response_a}\nResponse B: {response_b}\n"
@@ -102,7 +115,11 @@ def judge_messages(profile: str, prompt, response_a: str, response_b: str) -> li
 # %% ../nbs/30_simulators.ipynb #0363ca1b
 ORACLE_SUFFIX = "\nThe user you are interacting with has the following persona:\n"
 
-def oracle_context(x: list[dict], persona, system: str = "") -> list[dict]:
+def oracle_context(
+    x: list[dict],  # the context x: chat messages
+    persona,  # the persona: a name in PERSONAS or a profile text
+    system: str = "",  # system prompt to start with when x has none
+) -> list[dict]:
     "Context `x` with the persona appended to its system prompt (official code: the in-context oracle)."
     profile = get_profile(persona)
     msgs = [dict(m) for m in x]
@@ -119,7 +136,15 @@ def strip_thinking(text: str) -> str:
 
 class LLMUser:
     "A simulated user: a chat model prompted with the paper's User Model Prompt and a persona; `user(x, y) -> o`."
-    def __init__(self, persona, backend, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, cache=None):
+    def __init__(
+        self,
+        persona,  # the persona: a name in PERSONAS or a profile text
+        backend,  # a chat backend (TransformersChat, OpenAIChat) or a CachedChat
+        max_tokens: int = 256,  # longest follow-up o, in tokens
+        temperature: float = 0.0,  # sampling temperature (0: greedy)
+        top_p: float = 1.0,  # nucleus sampling mass
+        cache=None,  # path of the answer cache (JSONL) that records and replays answers (None: in memory only)
+    ):
         self.persona = persona_name(persona)
         self.profile = get_profile(persona)
         self.chat = backend if isinstance(backend, CachedChat) else CachedChat(backend, cache)
@@ -157,13 +182,13 @@ def _signs_off(y: str) -> bool:
 @dataclass
 class RuleBasedSimulator:
     "A deterministic user with style preferences: too long, emojis, filler praise, markdown each get a complaint."
-    max_words: int | None = 80
-    no_emojis: bool = True
-    no_filler_praise: bool = True
-    no_markdown: bool = False
-    satisfied: str = "Thanks, that's what I needed."
-    min_words: int | None = None
-    no_closer: bool = False
+    max_words: int | None = 80  # complain when y is longer (None: no limit)
+    no_emojis: bool = True  # complain about emojis
+    no_filler_praise: bool = True  # complain about filler praise ('Great question!')
+    no_markdown: bool = False  # complain about markdown
+    satisfied: str = "Thanks, that's what I needed."  # the follow-up o when y breaks no rule
+    min_words: int | None = None  # complain when y is shorter (None: no limit)
+    no_closer: bool = False  # complain about a sign-off at the end
 
     def complaints(self, y: str) -> list[str]:
         "The complaint for every rule `y` breaks."
@@ -248,14 +273,27 @@ def parse_verdict(text: str, official: bool = False) -> str | None:
 # %% ../nbs/30_simulators.ipynb #9da5ca52
 class LLMJudge:
     "A pairwise judge: a chat model with the paper's Judge Prompt and a persona; `judge(prompt, a, b) -> 'A'|'B'|'C'|None`."
-    def __init__(self, persona, backend, max_tokens: int = 5, temperature: float = 0.0, cache=None, official_parser: bool = False):
+    def __init__(
+        self,
+        persona,  # the persona: a name in PERSONAS or a profile text
+        backend,  # a chat backend (TransformersChat, OpenAIChat) or a CachedChat
+        max_tokens: int = 5,  # longest answer, in tokens
+        temperature: float = 0.0,  # sampling temperature (0: greedy)
+        cache=None,  # path of the answer cache (JSONL) that records and replays answers (None: in memory only)
+        official_parser: bool = False,  # read the first A, B or C of the answer (the official code); False: read the stated decision
+    ):
         self.persona = persona_name(persona)
         self.profile, self.official = get_profile(persona), official_parser
         self.chat = backend if isinstance(backend, CachedChat) else CachedChat(backend, cache)
         self.settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=1.0)
         self.unreadable: list[str] = []
 
-    def many(self, prompts: list, as_: list[str], bs: list[str]) -> list[str | None]:
+    def many(
+        self,
+        prompts: list,  # the user requests
+        as_: list[str],  # responses shown as A
+        bs: list[str],  # responses shown as B
+    ) -> list[str | None]:
         "Verdicts for many pairs in one batch of the backend (None where the answer could not be read)."
         msgs = [judge_messages(self.profile, p, a, b) for p, a, b in zip(prompts, as_, bs, strict=True)]
         recs = [dict(kind="judge", persona=self.persona, x=request_text(p), a=a, b=b) for p, a, b in zip(prompts, as_, bs)]
@@ -276,7 +314,11 @@ class RewardJudge:
         ra, rb = self.reward(prompt, response_a), self.reward(prompt, response_b)
         return "A" if ra > rb else "B" if rb > ra else self.tie
 
-def rule_judge(persona: str, tie: str = "C", **overrides) -> RewardJudge:
+def rule_judge(
+    persona: str,  # a persona name in PERSONAS
+    tie: str = "C",  # verdict on equal scores
+    **overrides,  # RuleBasedSimulator fields that replace the persona's
+) -> RewardJudge:
     "The rule-based judge of a persona: prefers the higher `rule_user(persona, **overrides).score`."
     u = rule_user(persona, **overrides)
     return RewardJudge(lambda prompt, y: u.score(y), tie)
@@ -287,7 +329,11 @@ def _split(spec: dict, allowed: set, what: str):
     if unknown: raise ValueError(f"Unknown {what} keys {unknown}; valid: {sorted(BACKEND_KEYS | allowed | {'kind', 'persona'})}.")
     return {k: v for k, v in spec.items() if k in allowed}
 
-def make_simulator(spec, persona=None, load: Callable | None = None) -> UserSimulator:
+def make_simulator(
+    spec,  # 'rule', 'package.module:factory', a callable, or a dict {kind: rule | llm, ...}
+    persona=None,  # persona when the spec names none
+    load: Callable | None = None,  # load(name, dtype=..., device=...) -> (model, tokenizer) for a local backend (None: models.load_model)
+) -> UserSimulator:
     "A user from 'rule', 'package.module:factory', a callable, or a dict {kind: rule | llm, ...}."
     if callable(spec): return spec
     if spec == "rule": return RuleBasedSimulator()
@@ -304,7 +350,11 @@ def make_simulator(spec, persona=None, load: Callable | None = None) -> UserSimu
             return LLMUser(persona, make_backend(spec, load), **_split(spec, {"max_tokens", "temperature", "top_p"}, "user"))
     raise ValueError(f"Unknown simulator {spec!r}: use 'rule', 'package.module:factory', a callable, or {{kind: rule | llm, ...}}.")
 
-def make_judge(spec, persona=None, load: Callable | None = None):
+def make_judge(
+    spec,  # 'rule', a callable, or a dict {kind: rule | llm, ...}
+    persona=None,  # persona when the spec names none
+    load: Callable | None = None,  # load(name, dtype=..., device=...) -> (model, tokenizer) for a local backend (None: models.load_model)
+):
     "A judge from 'rule', a callable, or a dict {kind: rule | llm, ...} for `persona`."
     if callable(spec): return spec
     if isinstance(spec, str): spec = {"kind": spec}

@@ -85,17 +85,17 @@ class TrainConfig:
     role_map: dict | None = None            # extra role names of the data, e.g. {bot: assistant}
     eval_size: int = 0                      # interactions held out (whole conversations) for the hindsight-KL evaluation
     template: str = "paper"                 # hindsight template (hindsight_ref.contexts.TEMPLATES)
-    max_history: int = 5                    # earlier turns of a conversation kept in the context x
-    max_context_tokens: int = 2048          # the longest context x (and x with o) in tokens; older turns are dropped first
-    max_completion_tokens: int = 2048       # the longest completion y in tokens (longer: an error, or cut with truncate_completion)
+    max_history: int = 5  # messages of history in x before y (the paper: 5)
+    max_context_tokens: int = 2048  # longest context (student or teacher); older messages of x are dropped to fit
+    max_completion_tokens: int = 2048  # longest completion y, with end-of-turn
     truncate_completion: bool = False       # cut completions longer than max_completion_tokens (reported) instead of failing
-    output_dir: str = "runs/train"          # the run's folder: metrics.jsonl, checkpoints/, final/
+    output_dir: str = "runs/train"  # folder for checkpoints, metrics.jsonl and the final model
     # the loss: the paper's unless said otherwise
     loss: str = "sampled_token"             # "sampled_token" (Eq. 8) | "full" (Eq. 2) | "topk" (+ tail) | "sft" (Table 4)
     length_norm: bool = True                # divide each sequence's token sum by |y| (official code; the paper sums)
     alpha: float = 1.0                      # full/topk only: 1 reverse KL(student||teacher), 0 forward KL, else JSD
     loss_topk: int = 100                    # topk only: the student's k most likely tokens, plus a tail bucket
-    add_tail: bool = True                   # topk only: add the bucket of all other tokens' mass
+    add_tail: bool = True  # topk only: add the rest of the mass as one extra outcome (False: renormalise)
     center: bool = False                    # per-sequence mean-centring of A (official online code)
     clip_advantage: float | None = None     # clamp A to [-c, c] (later official code: 2.0)
     ignore_first_k: int = 0                 # drop the first k completion tokens (official offline code: 2)
@@ -105,17 +105,17 @@ class TrainConfig:
     chunk_size: int = 256                   # rows per LM-head chunk
     # optimisation
     lr: float = 2e-6                        # peak learning rate (the paper: 2e-6 offline, 5e-6 online)
-    weight_decay: float = 0.0               # AdamW's decoupled weight decay
+    weight_decay: float = 0.0  # AdamW weight decay
     betas: list | None = None               # AdamW betas; None: (0.9, 0.999)
     optimizer: str = "auto"                 # "auto" (8-bit AdamW if bitsandbytes + CUDA, else AdamW) | "adamw" | "adamw_8bit"
     schedule: str = "cosine"                # "cosine" | "constant"
-    warmup_ratio: float = 0.05              # share of the steps with a linear warm-up
+    warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up
     batch_size: int = 4                     # interactions per forward pass
     grad_accum: int = 8                     # forward passes per optimizer step (batch 32 = 4 x 8)
-    epochs: int = 2                         # passes over the data (offline) or the contexts (online)
+    epochs: int = 2  # passes over the data
     max_steps: int | None = None            # stop after this many optimizer steps (the schedule spans them)
     max_grad_norm: float | None = None      # the paper: none; official code: 10 offline, 1 online
-    seed: int = 42                          # seeds python, numpy and torch; fixes the data order
+    seed: int = 42  # seed of the data order, the sampling and the initialisation
     # hardware and memory
     device: str | None = None               # None: cuda > mps > cpu
     dtype: str = "float32"                  # weights; on a GPU keep float32 and use bf16 autocast
@@ -135,13 +135,13 @@ class TrainConfig:
     eval_every: int | None = None           # evaluate the hindsight KL on the held-out set every N steps
     nan_policy: str = "skip"                # non-finite loss: "skip" the step and report it, or "stop" naming the interaction
     max_skipped_steps: int = 10             # stop when this many steps in a row were skipped
-    progress: bool = True                   # show a progress bar
+    progress: bool = True  # show a progress bar
     tensorboard: bool = False               # also log the metrics to TensorBoard (output_dir/tensorboard; needs tensorboard)
     # online only
     simulator: str = "rule"                 # "rule" or "package.module:factory" returning a user (resolved by the CLI)
-    max_new_tokens: int = 256               # the longest sampled completion y
+    max_new_tokens: int = 256  # longest sampled completion y, tokens
     temperature: float = 1.0                # sampling exactly from softmax(logits / T), then top-p; 0: greedy
-    top_p: float = 1.0                      # nucleus sampling: keep the most likely tokens up to this mass
+    top_p: float = 1.0  # nucleus sampling mass (1: no cut)
     sample_top_k: int | None = None         # no top-k unless asked
     fast_rollouts: bool = False             # static KV cache (+ CUDA graphs on a GPU) for sampling (22_sampling)
 
@@ -202,12 +202,20 @@ def set_seed(seed: int):
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+def epoch_order(
+    n: int,  # how many items
+    seed: int,  # the run's seed
+    epoch: int,  # the epoch (0-based)
+) -> list[int]:
     "The order of `n` items in `epoch`: a permutation that depends only on (seed, epoch)."
     g = torch.Generator().manual_seed(int(seed) * 1000 + int(epoch))
     return torch.randperm(n, generator=g).tolist()
 
-def split_heldout(its: list[Interaction], eval_size: int, seed: int = 0):
+def split_heldout(
+    its: list[Interaction],  # the interactions (x, y, o)
+    eval_size: int,  # at least this many held out (0: none)
+    seed: int = 0,  # seed of the split
+):
     "(train, heldout): at least `eval_size` interactions held out, whole conversations at a time."
     if eval_size <= 0: return list(its), []
     conv = [(it.meta or {}).get("conversation_id", f"#{i}") for i, it in enumerate(its)]
@@ -220,7 +228,11 @@ def split_heldout(its: list[Interaction], eval_size: int, seed: int = 0):
     return [it for it, c in zip(its, conv) if c not in held], [it for it, c in zip(its, conv) if c in held]
 
 # %% ../nbs/23_train.ipynb #78b453c8
-def make_optimizer(params, cfg: TrainConfig, device: str = "cpu"):
+def make_optimizer(
+    params,  # the model's parameters (frozen ones are left out)
+    cfg: TrainConfig,  # the training config
+    device: str = "cpu",  # the training device ('auto' picks 8-bit AdamW on CUDA only)
+):
     "AdamW, or bitsandbytes' 8-bit AdamW (`optimizer: adamw_8bit`, or `auto` on CUDA when importable)."
     params = [p for p in params if p.requires_grad]
     if not params: raise ValueError("No trainable parameters (every parameter has requires_grad=False).")
@@ -234,14 +246,23 @@ def make_optimizer(params, cfg: TrainConfig, device: str = "cpu"):
                 raise ImportError("optimizer: adamw_8bit needs bitsandbytes: `pip install bitsandbytes` (CUDA), or use optimizer: adamw.")
     return torch.optim.AdamW(params, **kw)
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine") -> float:
+def lr_factor(
+    step: int,  # optimizer step, 0-based
+    total: int,  # optimizer steps in the run
+    warmup: int,  # warm-up steps (linear)
+    schedule: str = "cosine",  # 'cosine' (decay to 0 after warm-up) or 'constant'
+) -> float:
     "Multiplier of the base learning rate at optimizer step `step` (0-based)."
     if warmup > 0 and step < warmup: return (step + 1) / warmup
     if schedule == "constant": return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-def make_scheduler(opt, cfg: TrainConfig, total_steps: int):
+def make_scheduler(
+    opt,  # the optimizer
+    cfg: TrainConfig,  # the training config
+    total_steps: int,  # optimizer steps in the run
+):
     "The warm-up + cosine (or constant) schedule of `lr_factor` as a LambdaLR."
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule))
@@ -277,8 +298,13 @@ def _selective_policy():
     policy = lambda ctx, op, *a, **k: CheckpointPolicy.MUST_SAVE if op in ops else CheckpointPolicy.PREFER_RECOMPUTE
     return lambda: create_selective_checkpoint_contexts(policy)
 
-def configure_step(model, step_mode: str = "reference", activation_checkpointing: str | None = None,
-                   checkpoint_fraction: float | None = None, compile: bool | None = None):
+def configure_step(
+    model,  # the model to train
+    step_mode: str = "reference",  # 'reference' or 'fused' (the LM head fused into the loss)
+    activation_checkpointing: str | None = None,  # None, 'full' or 'selective': recompute decoder layers in the backward
+    checkpoint_fraction: float | None = None,  # share of decoder layers checkpointed, evenly spaced (None: all)
+    compile: bool | None = None,  # compile the decoder layers (None: on CUDA with step_mode 'fused')
+):
     "Activation checkpointing of the decoder layers (full or selective, on an evenly spaced fraction) and compiled layers."
     if step_mode not in STEP_MODES: raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}.")
     if activation_checkpointing not in CHOICES["activation_checkpointing"]:
@@ -298,7 +324,11 @@ def configure_step(model, step_mode: str = "reference", activation_checkpointing
     if getattr(model.config, "use_cache", None): model.config.use_cache = False
     return model
 
-def prepare_model(model, tok, cfg: TrainConfig):
+def prepare_model(
+    model,  # the model to train
+    tok,  # its tokenizer
+    cfg: TrainConfig,  # the training config
+):
     "Check the chat template and vocabulary, switch dropout off, add LoRA, checkpointing and compiled layers as configured."
     check_chat_template(tok, "The tokenizer of the model to train")
     rows = model.get_input_embeddings().num_embeddings
@@ -329,9 +359,23 @@ def reference_model(model, ref=None):
         with model.disable_adapter(): yield model
     else: raise ValueError("ref_kl > 0 needs a reference model: pass ref= (the trainer keeps a frozen copy) or train with LoRA.")
 
-def hindsight_loss(model, batch: dict, *, loss: str = "sampled_token", teacher=None, ref=None, ref_kl: float = 0.0,
-                   alpha: float = 1.0, loss_topk: int = 100, add_tail: bool = True, center: bool = False,
-                   clip: float | None = None, length_norm: bool = True, chunk_size: int = 256, fused: bool = False) -> LossOut:
+def hindsight_loss(
+    model,  # the policy (student)
+    batch: dict,  # a collated batch (contexts.collate)
+    *,
+    loss: str = "sampled_token",  # 'sampled_token' (Eq. 8), 'full' (Eq. 2), 'topk' (+ tail) or 'sft' (Table 4)
+    teacher=None,  # the teacher model (None: the policy itself, stop-gradient)
+    ref=None,  # the anchor's reference model (None: the LoRA base weights, when ref_kl > 0)
+    ref_kl: float = 0.0,  # beta of + beta * KL(student || reference) (not in the paper: 0)
+    alpha: float = 1.0,  # full/topk: 1 reverse KL(student || teacher), 0 forward KL, in between JSD
+    loss_topk: int = 100,  # topk: the student's k most likely tokens
+    add_tail: bool = True,  # topk: add the rest of the mass as one extra outcome (False: renormalise)
+    center: bool = False,  # subtract each sequence's mean A over its tokens
+    clip: float | None = None,  # clip A_i to [-clip, clip] (None: no clipping, the paper)
+    length_norm: bool = True,  # divide each sequence's sum by its token count (the official code); False: the sum (the paper)
+    chunk_size: int = 256,  # rows per LM-head chunk
+    fused: bool = False,  # the LM head fused into the loss (92_fused)
+) -> LossOut:
     "The loss of each sequence of a collated batch: both passes once, then the reference or the fused head, then the anchor."
     _check_loss_args(loss, alpha, ref_kl, fused)
     mask, ids = batch["loss_mask"].bool(), batch["completion_ids"]
@@ -382,8 +426,14 @@ class StepResult(NamedTuple):
     outs: list                     # the LossOut of each micro-batch, detached (statistics)
     nonfinite: tuple | None        # (micro-batch, rows) of a non-finite loss, (None, []) for the gradient; then no update
 
-def train_step(model, opt, micro_batches: list[dict], loss_fn: Callable, max_grad_norm: float | None = None,
-               autocast: Callable = contextlib.nullcontext) -> StepResult:
+def train_step(
+    model,  # the model trained
+    opt,  # its optimizer
+    micro_batches: list[dict],  # collated batches of one optimizer step
+    loss_fn: Callable,  # loss_fn(model, batch) -> the LossOut of a batch
+    max_grad_norm: float | None = None,  # clip the gradient norm at this (None: no clipping, the paper)
+    autocast: Callable = contextlib.nullcontext,  # context manager the forward passes run under (bf16 autocast)
+) -> StepResult:
     "One optimizer step over collated `micro_batches`: forward, scale, backward, clip, step, zero_grad."
     n_seqs = sum(int((b["loss_mask"].sum(-1) > 0).sum()) for b in micro_batches)
     total, outs, bad = 0.0, [], None
@@ -410,7 +460,13 @@ def train_step(model, opt, micro_batches: list[dict], loss_fn: Callable, max_gra
     return StepResult(total if bad is None else math.nan, grad_norm, outs, bad)
 
 # %% ../nbs/23_train.ipynb #b536c744
-def evaluate_hindsight_kl(model, encs: list, pad_token_id: int, batch_size: int = 8, ignore_first_k: int = 0) -> float:
+def evaluate_hindsight_kl(
+    model,  # the model evaluated
+    encs: list,  # encoded held-out interactions
+    pad_token_id: int,  # token id used for padding
+    batch_size: int = 8,  # interactions per forward pass
+    ignore_first_k: int = 0,  # leave the first k completion tokens out of the mean
+) -> float:
     "Mean over interactions of the per-token KL(student || hindsight teacher) along y (Eq. 4), full vocabulary."
     if not encs: raise ValueError("evaluate_hindsight_kl got no encoded interactions.")
     kls = [kl[ignore_first_k:] for kl in interaction_kl(model, encs, pad_token_id, batch_size=batch_size)]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_trainers.ipynb #3c9afad7
 from __future__ import annotations
-import copy, importlib.util, json, math, random, shutil, sys, time, warnings
+import copy, hashlib, importlib.util, json, math, random, shutil, signal, sys, threading, time, warnings
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -13,19 +13,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import EMBEDDED, load_model, tiny_model, quiet_loading
+from .models import load_model, tiny_model, lock_folder, save_model
 from .data import FilterReport, load_interactions, interaction_name, read_records, write_records
 from .contexts import encode_interactions, collate, end_of_turn_id, model_max_positions
 from .losses import ema_update_, check_mask
+from .signal import check_token_ids
 from .sampling import sample_interactions
 from .train import (TrainConfig, set_seed, epoch_order, split_heldout, make_optimizer, make_scheduler,
                                  prepare_model, hindsight_loss, train_step, step_stats, evaluate_hindsight_kl)
 
 # %% auto #0
 __all__ = ['RESUME_SAFE', 'CheckpointError', 'checkpoints_in', 'save_checkpoint', 'load_checkpoint', 'resume_conflicts',
-           'NonFiniteLossError', 'Trainer', 'LoggedSource', 'HindsightTrainer', 'read_metrics', 'base_model_ref',
-           'model_card', 'save_model', 'log_tensorboard', 'OnlineSource', 'OnlineTrainer', 'recipes_dir',
-           'make_trainer']
+           'NonFiniteLossError', 'RunTerminated', 'fingerprint', 'Trainer', 'LoggedSource', 'HindsightTrainer',
+           'read_metrics', 'log_tensorboard', 'OnlineSource', 'OnlineTrainer', 'recipes_dir', 'make_trainer']
 
 # %% ../nbs/24_trainers.ipynb #965d4ab4
 class CheckpointError(RuntimeError):
@@ -35,7 +35,11 @@ def checkpoints_in(out_dir) -> list[Path]:
     "The complete checkpoints under `out_dir/checkpoints`, oldest first (unfinished `.tmp` folders are not counted)."
     return sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
-def save_checkpoint(path, state: dict, cfg: TrainConfig) -> Path:
+def save_checkpoint(
+    path,  # the checkpoint folder
+    state: dict,  # what to save (weights, optimizer, ...), as torch.save takes it
+    cfg: TrainConfig,  # the training config, saved beside it
+) -> Path:
     "Write `state` (weights, optimizer, ... as `torch.save` takes) and the config atomically into the folder `path`."
     path = Path(path); tmp = path.with_name(path.name + ".tmp")
     try:
@@ -76,10 +80,27 @@ def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
 class NonFiniteLossError(RuntimeError):
     "A loss or gradient was NaN or infinite and nan_policy is 'stop' (or the run diverged: too many steps skipped)."
 
+class RunTerminated(KeyboardInterrupt):
+    "SIGTERM stopped the run after its current step, which was saved as a checkpoint; `signum` makes the exit code 128 + 15."
+    signum = 15
+
+def fingerprint(item) -> str:
+    "A short content hash of one training item: an encoded interaction's token ids, or a context's messages."
+    b = (np.asarray(item.student_ids + [-1] + item.teacher_ids, dtype=np.int64).tobytes() if hasattr(item, "teacher_ids")
+         else json.dumps(item, sort_keys=True, ensure_ascii=False).encode())
+    return hashlib.sha256(b).hexdigest()[:16]
+
 class Trainer:
     "Hindsight training over a batch source: the loop, non-finite steps, an EMA teacher, the schedule, checkpoints, metrics."
 
-    def __init__(self, cfg: TrainConfig, model, tok, source, eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model,  # the model to train (None: loaded from cfg.model)
+        tok,  # its tokenizer (with `model`)
+        source,  # the batch source: where each optimizer step's micro-batches come from
+        eval_interactions: list | None = None,  # held-out interactions for the hindsight-KL evaluation (None: none)
+    ):
         self.cfg, self.out, self.source = cfg, Path(cfg.output_dir), source
         self._check_output_dir()
         set_seed(cfg.seed)
@@ -117,11 +138,30 @@ class Trainer:
         return m
 
     def _check_output_dir(self):
-        if self.cfg.resume_from: return
-        found = [n for n in ("metrics.jsonl", "checkpoints", "final", "interactions.jsonl") if (self.out / n).exists()]
-        if found:
-            raise FileExistsError(f"output_dir {self.out} already holds a run ({', '.join(found)}). Starting another run there "
-                                  f"would mix or overwrite it. Fix: resume_from: latest to continue that run, or choose a new output_dir.")
+        "The one guard of every run: output_dir is locked for it, and never gets another run's records mixed in or overwritten."
+        out, r = self.out, self.cfg.resume_from
+        lock_folder(out)
+        found = [n for n in ("metrics.jsonl", "checkpoints", "final", "interactions.jsonl") if (out / n).exists()]
+        own = r == "latest" or (r is not None and Path(r).resolve().parent.parent == out.resolve())   # a checkpoint of this run
+        if found and not own:
+            fix = (f"keep resume_from: {r} and choose a new output_dir (that run's folder is not touched)" if r else
+                   "choose a new output_dir (resume_from: <one of its checkpoints> there trains on from it)" if "final" in found
+                   else "resume_from: latest to continue that run, or choose a new output_dir" if checkpoints_in(out) else
+                   f"resume_from: latest starts that run over (it saved no checkpoint), or `rm -r {out}`, or choose a new output_dir")
+            raise FileExistsError(f"output_dir {out} already holds a run ({', '.join(found)}). Starting another run there "
+                                  f"would mix or overwrite it. Fix: {fix}.")
+        if own and (out / "final").exists():
+            raise FileExistsError(f"output_dir {out} holds a finished run (final/): resuming there would overwrite its model. Fix: "
+                                  f"set output_dir to a new folder, with resume_from: {(checkpoints_in(out) or [out])[-1]} to train on.")
+
+    def _forget_after(self, step: int):
+        "Drop what an interrupted run recorded after the step it resumes from (and unreadable lines): those steps run again."
+        for p in (self.out / "metrics.jsonl", self.out / "interactions.jsonl"):
+            recs = [r for _, r in read_records(p)] if p.exists() else []
+            if len(keep := [r for r in recs if isinstance(r, dict) and r.get("step", 0) <= step]) < len(recs):
+                warnings.warn(f"{p}: {len(recs) - len(keep)} record(s) after step {step}, where the run resumes, are dropped "
+                              f"(those steps run again).")
+                write_records(p, keep, append=False)
 
     def encode(self, its):
         "Interactions encoded for this model, as the config says (bad ones skipped and reported with on_bad_record: skip)."
@@ -131,11 +171,7 @@ class Trainer:
                                    truncate_completion=c.truncate_completion, eot_id=self.eot,
                                    max_positions=model_max_positions(self.model, self.tok))
         if rep.n_skipped or rep.truncated: warnings.warn(rep.summary())
-        rows = self.model.get_input_embeddings().num_embeddings
-        for e in encs:
-            if max(e.teacher_ids + e.student_ids) >= rows:
-                raise ValueError(f"{interaction_name(e.interaction)} encodes to token id {max(e.teacher_ids + e.student_ids)}, "
-                                 f"beyond the model's {rows} embedding rows. Fix: use the tokenizer that belongs to the model.")
+        check_token_ids(self.model, encs)
         return encs
 
     # ---- one step ---------------------------------------------------------------------------
@@ -205,6 +241,9 @@ class Trainer:
         c, done = self.cfg, []
         target = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress, desc=f"{c.mode} hindsight")
+        stop, main = [], threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGTERM)
+        if main: signal.signal(signal.SIGTERM, lambda *_: stop.append(1))   # SIGTERM: like Ctrl-C, after the step in progress
         try:
             while self.step < target:
                 rec = self.take_step()
@@ -213,10 +252,14 @@ class Trainer:
                 done.append(rec); bar.update(1)
                 if rec["loss"] is not None and math.isfinite(rec["loss"]): bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 if c.save_every and self.step % c.save_every == 0: self.save_checkpoint()
+                if stop: raise RunTerminated(f"Terminated (SIGTERM) after step {self.step}, saved in {self.out / 'checkpoints'}: "
+                                             f"resume_from: latest continues the run.")
         except KeyboardInterrupt:   # keep the completed steps: resume_from: latest continues after the last one
             if self.step and not (self.out / "checkpoints" / f"step-{self.step:06d}").exists(): self.save_checkpoint()
             raise
-        finally: bar.close()
+        finally:
+            bar.close()
+            if main: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
         if self.step >= self.total_steps and self.skipped_in_a_row:
             raise NonFiniteLossError(f"The run ended on {self.skipped_in_a_row} skipped step(s) with a non-finite loss or "
                                      f"gradient: it diverged, and the model is not a result. Fix: lower lr (now {c.lr}), "
@@ -232,7 +275,8 @@ class Trainer:
                     rng=dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                              cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None),
                     position=dict(step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
-                                  skipped_in_a_row=self.skipped_in_a_row, n_train=self.n_items))
+                                  skipped_in_a_row=self.skipped_in_a_row, n_train=self.n_items),
+                    fingerprints=self.source.fingerprints)
 
     def save_checkpoint(self) -> Path:
         "A checkpoint of this step under output_dir/checkpoints; keeps the newest `keep_checkpoints`."
@@ -244,7 +288,10 @@ class Trainer:
     def resume(self, where):
         "Restore the checkpoint `where` (a folder, or 'latest': the newest readable one, falling back past broken ones)."
         candidates = [Path(where)] if where != "latest" else checkpoints_in(self.out)[::-1]
-        if not candidates: raise FileNotFoundError(f"resume_from: latest, but there is no checkpoint under {self.out / 'checkpoints'}.")
+        if not candidates:                                # killed before its first checkpoint: nothing to continue
+            if (self.out / "metrics.jsonl").exists() or (self.out / "interactions.jsonl").exists():
+                warnings.warn(f"resume_from: latest, but {self.out} holds no checkpoint: the run starts over from step 0.")
+            return self._forget_after(0)
         for i, path in enumerate(candidates):
             try: state, saved = load_checkpoint(path); break
             except CheckpointError as e:
@@ -256,6 +303,12 @@ class Trainer:
         if state["position"]["n_train"] != self.n_items:
             raise ValueError(f"The checkpoint {path} was made on {state['position']['n_train']} training items, this run has "
                              f"{self.n_items}: resuming on different data would not continue the same run.")
+        if (was := state.get("fingerprints")) is not None and was != self.source.fingerprints:
+            diff = [i for i, (a, b) in enumerate(zip(was, self.source.fingerprints)) if a != b]
+            name = interaction_name(self.encoded[diff[0]].interaction, diff[0]) if self.encoded else f"context {diff[0]}"
+            raise ValueError(f"Cannot resume from {path}: the training data changed since that checkpoint ({len(diff)} of "
+                             f"{self.n_items} items differ, the first: {name}: a data file edited in place, or other interactions); resuming "
+                             f"would not continue the same run. Fix: restore the data it started on, or start a new run in a new output_dir.")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, v in state["model"].items(): params[n].copy_(v)
@@ -267,6 +320,7 @@ class Trainer:
         pos = state["position"]
         self.step, self.epoch, self.step_in_epoch, self.skipped_in_a_row = (pos[k] for k in ("step", "epoch", "step_in_epoch",
                                                                                              "skipped_in_a_row"))
+        self._forget_after(self.step)
         return self
 
     def save(self, path=None, metrics: dict | None = None) -> Path:
@@ -287,11 +341,12 @@ def _read_data(cfg: TrainConfig) -> list:
 
 class LoggedSource:
     "Batch source of logged interactions (x, y, o), encoded once when the trainer is ready; a micro-batch is a set of positions."
-    def __init__(self, interactions: list): self.interactions, self.encoded = list(interactions), []
+    def __init__(self, interactions: list): self.interactions, self.encoded, self.fingerprints = list(interactions), [], []
 
     def prepare(self, tr) -> int:
-        "Encode the interactions for the trainer's model (once, when it is ready); their number."
+        "Encode the interactions for the trainer's model (once, when it is ready) and hash them (checkpoints); their number."
         self.encoded = tr.encode(self.interactions)
+        self.fingerprints = [fingerprint(e) for e in self.encoded]
         return len(self.encoded)
 
     def micro_batches(self, items: list[list[int]], tr) -> list[tuple[list, list[int]]]:
@@ -300,8 +355,14 @@ class LoggedSource:
 
 class HindsightTrainer(Trainer):
     "The offline trainer: hindsight self-distillation over logged interactions (x, y, o); two passes per batch, no generation."
-    def __init__(self, cfg: TrainConfig, model=None, tok=None, interactions: list | None = None,
-                 eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model=None,  # the model to train (None: loaded from cfg.model)
+        tok=None,  # its tokenizer (with `model`)
+        interactions: list | None = None,  # the logged interactions (x, y, o) (None: read from cfg.data)
+        eval_interactions: list | None = None,  # held-out interactions (None: cfg.eval_size of them split off)
+    ):
         its = _read_data(cfg) if interactions is None else list(interactions)   # the data before the model: fails in seconds
         if eval_interactions is None: its, eval_interactions = split_heldout(its, cfg.eval_size, cfg.seed)
         if not its:
@@ -315,64 +376,7 @@ def read_metrics(path) -> list[dict]:
     p = Path(path); p = p / "metrics.jsonl" if p.is_dir() else p
     return [r for _, r in read_records(p, strict=True)]
 
-# %% ../nbs/24_trainers.ipynb #409658d1
-def base_model_ref(name: str) -> tuple[str, str]:
-    "The base a saved model names (a hub id, an embedded alias, `tiny`, a folder) and one line on how to get it."
-    name, e = str(name), EMBEDDED.get(str(name))
-    if e: return name, f"the embedded model of hindsight_ref ({e.description}): `{e.install}`, then `hindsight_ref.models.load_model({name!r})`"
-    if name == "tiny": return name, "a random 2-layer Llama: `hindsight_ref.models.tiny_model(seed=SEED)` with the run's seed"
-    if Path(name).expanduser().exists(): return name, "a local folder on the machine that trained this model"
-    return name, f"the Hugging Face hub: `AutoModelForCausalLM.from_pretrained({name!r})`"
-
-def model_card(tr, metrics: dict | None = None) -> str:
-    "The README.md of a saved model: base model, data, settings, final metrics, library version, how to load it."
-    import yaml, hindsight_ref
-    c, (base, how), saved_dtype = tr.cfg, base_model_ref(tr.cfg.model), tr.cfg.save_dtype or tr.cfg.dtype
-    last = next((r for r in reversed(tr.history) if not r.get("skipped")), {})   # the final metrics: the last record's, and `metrics`
-    final = {**{k: v for k, v in last.items() if k in ("step", "loss", "mean_abs_A", "grad_norm", "hindsight_kl") and v is not None}, **(metrics or {})}
-    head = {"library_name": "peft" if c.lora else "transformers", "tags": ["hindsight-self-distillation", "hindsight_ref"],
-            **({"base_model": base} if "/" in base and how.startswith("the Hugging Face hub") else {})}
-    load = (f"from peft import PeftModel\nbase = AutoModelForCausalLM.from_pretrained({base!r})   # see Base model\n"
-            "model = PeftModel.from_pretrained(base, 'PATH/TO/THIS/FOLDER')" if c.lora else
-            "model = AutoModelForCausalLM.from_pretrained('PATH/TO/THIS/FOLDER')\ntok = AutoTokenizer.from_pretrained('PATH/TO/THIS/FOLDER')")
-    return "\n".join(["---", yaml.safe_dump(head, sort_keys=False).strip(), "---", "", f"# {base}, trained by hindsight self-distillation", "",
-        f"{c.mode.capitalize()} hindsight self-distillation (Kleine Buening et al., 2026, *Aligning Language Models from User "
-        f"Interactions*): the model, shown the user's follow-up o, re-scores its own completion y token by token, and learns "
-        f"from the difference. Trained with hindsight_ref {hindsight_ref.__version__}.", "",
-        f"- **Base model:** `{base}`: {how}.",
-        f"- **Data:** `{c.data}`: {tr.n_items} {'interactions' if c.mode == 'offline' else 'contexts'}"
-        + (f", {len(tr.eval_interactions)} held out for the hindsight KL" if tr.eval_interactions else "") + ".",
-        f"- **Training:** {tr.step} optimizer steps of {c.batch_size} x {c.grad_accum} interactions; loss {c.loss}, template "
-        f"{c.template}, teacher {c.teacher}, lr {c.lr:g} ({c.schedule}), " + (f"LoRA {c.lora}" if c.lora else "all weights")
-        + f"; weights {c.dtype}" + (" with bfloat16 autocast" if tr.bf16 else "") + f" on {tr.device}.",
-        f"- **Saved:** {'the adapter' if c.lora else 'the model'} in {saved_dtype}" + ("; merged into the base, a plain model, in `merged/`" if c.merge_lora else "") + ".",
-        "- **Final metrics:** " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items()) or "none") + ".",
-        "", "## Load it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", load, "```", "",
-        "## The training config (`train_config.yaml`)", "", "```yaml", c.to_yaml().strip(), "```", ""])
-
-def save_model(
-    tr,  # the trainer whose model is saved
-    path=None,  # the folder (None: output_dir/final)
-    metrics: dict | None = None,  # numbers for the card beside the last logged record, e.g. the held-out hindsight KL
-) -> Path:
-    "Save trainer `tr`'s model as `Trainer.save` documents; returns the folder (default output_dir/final)."
-    c, p = tr.cfg, Path(path) if path is not None else tr.out / "final"
-    if c.merge_lora and not c.lora: raise ValueError("merge_lora: true merges a LoRA adapter, and this run has none (lora: null). Fix: drop merge_lora.")
-    dtype, model = getattr(torch, c.save_dtype or c.dtype), getattr(tr.model, "_orig_mod", tr.model)
-    def write(m, where):
-        with quiet_loading(): m.save_pretrained(where, state_dict={k: v.to(dtype) if v.is_floating_point() else v for k, v in m.state_dict().items()})
-        tr.tok.save_pretrained(where)
-        if (f := where / "config.json").exists():        # the saved weights' dtype, and the KV cache back on for generation
-            f.write_text(json.dumps({**json.loads(f.read_text()), "dtype": str(dtype)[6:], "use_cache": True}, indent=2, sort_keys=True) + "\n")
-    p.mkdir(parents=True, exist_ok=True); write(model, p); c.to_yaml(p / "train_config.yaml")
-    if c.lora:                                           # name a base another machine can load, not this one's cache folder
-        a = json.loads((p / "adapter_config.json").read_text())
-        (p / "adapter_config.json").write_text(json.dumps({**a, "base_model_name_or_path": base_model_ref(c.model)[0]}, indent=2))
-        if c.merge_lora:
-            with quiet_loading(): write(copy.deepcopy(model).merge_and_unload(), p / "merged")
-    (p / "README.md").write_text(model_card(tr, metrics), encoding="utf-8")
-    return p
-
+# %% ../nbs/24_trainers.ipynb #b22e5442
 def log_tensorboard(tr, rec: dict):
     "Write a metrics record's numbers to TensorBoard (output_dir/tensorboard); without tensorboard, say so once, in one line."
     if not hasattr(tr, "_tb"):
@@ -387,6 +391,7 @@ class OnlineSource:
     "Batch source of contexts x and a user: each micro-batch is sampled from the current policy, answered and encoded."
     def __init__(self, contexts: list, user):
         self.contexts, self.user, self.n_empty = [list(x) for x in contexts], user, 0
+        self.fingerprints = [fingerprint(x) for x in self.contexts]
         if not self.contexts: raise ValueError("The online trainer got no contexts x to sample from: pass prompts=[...] (or data).")
         for i, x in enumerate(self.contexts):
             if not x or x[-1].get("role") != "user":
@@ -419,8 +424,16 @@ class OnlineSource:
 
 class OnlineTrainer(Trainer):
     "The online trainer (Algorithm 1): sample y from the current policy, get o from the user, take the step; each x once per epoch."
-    def __init__(self, cfg: TrainConfig, model=None, tok=None, prompts: list | None = None, simulator=None,
-                 interactions: list | None = None, eval_interactions: list | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config
+        model=None,  # the policy to train (None: loaded from cfg.model)
+        tok=None,  # its tokenizer (with `model`)
+        prompts: list | None = None,  # the contexts x to sample y for (None: those of the logged interactions)
+        simulator=None,  # the user: simulator(x, y) -> follow-up o, batched when it has `.many`
+        interactions: list | None = None,  # logged interactions whose contexts are the prompts (None: read from cfg.data)
+        eval_interactions: list | None = None,  # held-out interactions (None: without prompts, cfg.eval_size of the logged ones split off)
+    ):
         if prompts is None:                              # the contexts of logged interactions, each once
             its = _read_data(cfg) if interactions is None else list(interactions)
             if eval_interactions is None: its, eval_interactions = split_heldout(its, cfg.eval_size, cfg.seed)

@@ -32,7 +32,11 @@ class ClippedTwoSlopeNorm(mcolors.TwoSlopeNorm):
     def __call__(self, value, clip=None):
         r = super().__call__(value, clip)
         return np.ma.clip(r, 0.0, 1.0) if np.ndim(r) else float(np.clip(r, 0.0, 1.0))
-def advantage_norm(vmin: float = PAPER_VLIM[0], vmax: float = PAPER_VLIM[1], center: float = 0.0) -> ClippedTwoSlopeNorm:
+def advantage_norm(
+    vmin: float = PAPER_VLIM[0],  # value mapped to 0, the darkest red
+    vmax: float = PAPER_VLIM[1],  # value mapped to 1, the darkest blue
+    center: float = 0.0,  # value mapped to 0.5, white
+) -> ClippedTwoSlopeNorm:
     "A two-slope norm: `vmin` -> 0, `center` -> 0.5, `vmax` -> 1; values beyond the limits are clipped to the ends."
     if not vmin < center < vmax:
         raise ValueError(f"A diverging scale needs vmin < center < vmax, got vmin={vmin}, center={center}, vmax={vmax}. "
@@ -109,8 +113,14 @@ def _followup(sig, n: int = 80) -> str:
     return o if len(o) <= n else o[:n - 1] + "…"
 
 # %% ../nbs/12_viz.ipynb #aa1aecbd
-def layout_tokens(labels: Sequence[str], width: int = 72, breaks: Sequence[bool] | None = None, pad: float = 0.8,
-                  gap: float = 0.3, spans: Sequence[tuple[int, int]] | None = None) -> list[tuple[float, int, float]]:
+def layout_tokens(
+    labels: Sequence[str],  # token labels
+    width: int = 72,  # characters per line before a wrap
+    breaks: Sequence[bool] | None = None,  # start a new line after token j where breaks[j] (None: no forced breaks)
+    pad: float = 0.8,  # added to each box's width, characters
+    gap: float = 0.3,  # space between boxes, characters
+    spans: Sequence[tuple[int, int]] | None = None,  # token ranges [a, b) drawn as one box (None: one box per token)
+) -> list[tuple[float, int, float]]:
     "`(x, line, w)` per token: boxes `text_width(label) + pad` wide, wrapped at `width` and after `breaks[j]`."
     if width <= 0: raise ValueError(f"width must be a positive number of characters, got {width}")
     out, x, line = [], 0.0, 0
@@ -189,10 +199,22 @@ def _draw_strip(ax, sig, values, vmin, vmax, cmap, width, max_tokens, break_on_n
 def _strip_height(sig, width, max_tokens, break_on_newline, line_height) -> float:
     n = _strip_layout(sig.tokens, width, max_tokens, break_on_newline)[3]
     return line_height * (n + (0.6 if max_tokens is not None and len(sig.tokens) > max_tokens else 0))
-def token_strip(sig, ax=None, values="advantage", vmin: float = PAPER_VLIM[0], vmax: float = PAPER_VLIM[1],
-                cmap="RdBu", width: int = 72, max_tokens: int | None = None, break_on_newline: bool = True,
-                colorbar: bool = True, title: str | None = None, fontsize: float | None = None,
-                line_height: float = 0.3, char_width: float = 0.085):
+def token_strip(
+    sig,  # a Signal (the output of hindsight_signal)
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    vmin: float = PAPER_VLIM[0],  # value drawn darkest red (the paper's figures: -15)
+    vmax: float = PAPER_VLIM[1],  # value drawn darkest blue (the paper's: 3)
+    cmap="RdBu",  # matplotlib colormap of the two-slope scale
+    width: int = 72,  # characters per line before a wrap
+    max_tokens: int | None = None,  # draw at most this many tokens (None: all)
+    break_on_newline: bool = True,  # start a new line after a token ending in a newline
+    colorbar: bool = True,  # add a colorbar
+    title: str | None = None,  # axes title
+    fontsize: float | None = None,  # font size of the token labels (None: from char_width)
+    line_height: float = 0.3,  # height of a line of tokens, inches
+    char_width: float = 0.085,  # width of a character, inches
+):
     "Draw the completion of `sig` as token boxes coloured by `values` (default A_i) on a two-slope red-white-blue scale."
     v, cax = signal_values(sig, values), None
     if ax is None:
@@ -209,9 +231,21 @@ def _check_same_completion(a, b, what="the control signal"):
                          f"with o replaced, e.g. data.control_interactions(its), in the same way as the real ones.")
 def _control_kind(sig) -> str:
     return str(getattr(getattr(sig, "interaction", None), "meta", {}).get("control", "control"))
-def control_panel(real, control, axes=None, values="advantage", vmin: float = PAPER_VLIM[0], vmax: float = PAPER_VLIM[1],
-                  cmap="RdBu", width: int = 72, max_tokens: int | None = None, labels: Sequence[str] | None = None,
-                  colorbar: bool = True, line_height: float = 0.3, char_width: float = 0.085):
+def control_panel(
+    real,  # Signal under the real follow-up o
+    control,  # Signal of the same (x, y) under a control follow-up
+    axes=None,  # two matplotlib Axes, top and bottom (None: a new figure)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    vmin: float = PAPER_VLIM[0],  # value drawn darkest red (the paper's figures: -15)
+    vmax: float = PAPER_VLIM[1],  # value drawn darkest blue (the paper's: 3)
+    cmap="RdBu",  # matplotlib colormap of the two-slope scale
+    width: int = 72,  # characters per line before a wrap
+    max_tokens: int | None = None,  # draw at most this many tokens (None: all)
+    labels: Sequence[str] | None = None,  # panel titles (None: the two follow-ups)
+    colorbar: bool = True,  # add a colorbar
+    line_height: float = 0.3,  # height of a line of tokens, inches
+    char_width: float = 0.085,  # width of a character, inches
+):
     "The same completion under the real follow-up (top) and a control one (bottom), on one colour scale with one colorbar."
     _check_same_completion(real, control)
     sigs = [real, control]
@@ -229,7 +263,11 @@ def control_panel(real, control, axes=None, values="advantage", vmin: float = PA
     return axes
 
 # %% ../nbs/12_viz.ipynb #7e04b54a
-def advantage_matrix(signals: Sequence, values="advantage", max_tokens: int | None = None) -> np.ndarray:
+def advantage_matrix(
+    signals: Sequence,  # Signals, one row each
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    max_tokens: int | None = None,  # at most this many columns (None: the longest completion)
+) -> np.ndarray:
     "Stack per-token values into an `[n_signals, T]` array padded with NaN (T = longest completion, at most `max_tokens`)."
     if len(signals) == 0: raise ValueError("No signals to stack: pass a non-empty list (the output of hindsight_signal).")
     rows = [signal_values(s, values) for s in signals]
@@ -249,9 +287,18 @@ def _draw_heatmap(ax, signals, values, vmin, vmax, cmap, max_tokens, labels, tit
     ax.set(xlabel="completion token position i", ylabel="interaction")
     if title: ax.set_title(title, fontsize=9.5, family=font_family("DejaVu Sans"), parse_math=False)
     return im, M
-def advantage_heatmap(signals: Sequence, ax=None, values="advantage", vmin: float = PAPER_VLIM[0],
-                      vmax: float = PAPER_VLIM[1], cmap="RdBu", max_tokens: int | None = 128,
-                      labels: Sequence[str] | None = None, title: str | None = None, colorbar: bool = True):
+def advantage_heatmap(
+    signals: Sequence,  # Signals, one row each
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    vmin: float = PAPER_VLIM[0],  # value drawn darkest red (the paper's figures: -15)
+    vmax: float = PAPER_VLIM[1],  # value drawn darkest blue (the paper's: 3)
+    cmap="RdBu",  # matplotlib colormap of the two-slope scale
+    max_tokens: int | None = 128,  # at most this many token positions (None: all)
+    labels: Sequence[str] | None = None,  # row labels (None: the follow-ups)
+    title: str | None = None,  # axes title
+    colorbar: bool = True,  # add a colorbar
+):
     "Rows are interactions, columns token positions, colour A_i on the two-slope scale; padding is white (NaN)."
     if ax is None:
         T = advantage_matrix(signals, values, max_tokens).shape[1]
@@ -261,9 +308,19 @@ def advantage_heatmap(signals: Sequence, ax=None, values="advantage", vmin: floa
     return ax
 
 # %% ../nbs/12_viz.ipynb #1b010708
-def control_heatmaps(real: Sequence, control: Sequence, axes=None, values="advantage", vmin: float = PAPER_VLIM[0],
-                     vmax: float = PAPER_VLIM[1], cmap="RdBu", max_tokens: int | None = 128,
-                     labels: Sequence[str] | None = None, titles: Sequence[str] | None = None, colorbar: bool = True):
+def control_heatmaps(
+    real: Sequence,  # Signals under the real follow-ups
+    control: Sequence,  # Signals of the same (x, y) under control follow-ups
+    axes=None,  # two matplotlib Axes, left and right (None: a new figure)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    vmin: float = PAPER_VLIM[0],  # value drawn darkest red (the paper's figures: -15)
+    vmax: float = PAPER_VLIM[1],  # value drawn darkest blue (the paper's: 3)
+    cmap="RdBu",  # matplotlib colormap of the two-slope scale
+    max_tokens: int | None = 128,  # at most this many token positions (None: all)
+    labels: Sequence[str] | None = None,  # row labels (None: each panel's follow-ups)
+    titles: Sequence[str] | None = None,  # the two panels' titles (None: defaults)
+    colorbar: bool = True,  # add a colorbar
+):
     "Real follow-ups (left) and control ones (right) for the same completions, rows labelled by each panel's own follow-ups."
     if len(real) != len(control):
         raise ValueError(f"Got {len(real)} real and {len(control)} control signals: pair each interaction with its control.")
@@ -312,8 +369,19 @@ def _token_label(sig, i: int, tokenizer, c: int) -> str:
     if c == int(sig.token_ids[i]):
         return display_token(sig.tokens[b - 1]) + (f" {i - a + 1}/{b - a}" if b - a > 1 and i < b - 1 else "")
     return display_token(_candidate_label(tokenizer, list(sig.token_ids[a:i]), c)) if tokenizer is not None else f"#{c}"
-def distribution_shift(sig, i: int, tokenizer=None, ax=None, k: int = 8, after=None, control=None, show_rest: bool = True,
-                       tiny: float = 1e-3, context_tokens: int = 6, title: str | None = None):
+def distribution_shift(
+    sig,  # a Signal kept with top-k log-probs (hindsight_signal(top_k > 0))
+    i: int,  # position in the completion y (negative counts from the end)
+    tokenizer=None,  # tokenizer to decode candidate tokens (None: the ids shown)
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    k: int = 8,  # candidates shown per distribution
+    after=None,  # Signal of the same interaction from a trained model, adds its student row (None: left out)
+    control=None,  # Signal under a control follow-up, adds its teacher row (None: left out)
+    show_rest: bool = True,  # add a bar for the mass of all other tokens
+    tiny: float = 1e-3,  # mark y_i where the student gives it less than this probability
+    context_tokens: int = 6,  # tokens of y before position i shown in the title
+    title: str | None = None,  # axes title (None: made up)
+):
     "Next-token candidates at position `i`: student, teacher, [control teacher], [trained student]; y_i highlighted."
     T = len(sig.tokens)
     if not -T <= i < T: raise IndexError(f"position {i} is outside the completion (length {T})")
@@ -355,7 +423,13 @@ def distribution_shift(sig, i: int, tokenizer=None, ax=None, k: int = 8, after=N
     return ax
 
 # %% ../nbs/12_viz.ipynb #8b59ce5d
-def extreme_positions(sig, n: int = 3, which: str = "negative", values="advantage", skip_last: bool = False) -> list[int]:
+def extreme_positions(
+    sig,  # a Signal
+    n: int = 3,  # how many positions
+    which: str = "negative",  # 'negative', 'positive' or 'abs' (largest |value|)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    skip_last: bool = False,  # leave out the last token (the end-of-turn)
+) -> list[int]:
     "The `n` positions with the most negative (`which='negative'`), most positive or largest |value| A_i."
     v = signal_values(sig, values).copy()
     if skip_last and len(v): v[-1] = np.nan      # e.g. the end-of-turn token
@@ -369,9 +443,17 @@ KL_LABEL = "KL(student ‖ teacher) per token"
 def _per_token(a, values="advantage", absolute=False):
     v = signal_values(a, values) if hasattr(a, "tokens") else _np(a)
     return np.abs(v) if absolute else v
-def before_after_tokens(before, after, ax=None, tokens: Sequence[str] | None = None, values="advantage",
-                        absolute: bool = False, labels=("base model", "trained model"), ylabel: str = KL_LABEL,
-                        max_labels: int = 48):
+def before_after_tokens(
+    before,  # the base model's Signal of the completion, or its per-token values
+    after,  # the trained model's Signal of the same completion, or its values
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    tokens: Sequence[str] | None = None,  # x tick labels (None: the Signal's tokens)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    absolute: bool = False,  # plot |value|
+    labels=("base model", "trained model"),  # legend names of before and after
+    ylabel: str = KL_LABEL,  # y axis label
+    max_labels: int = 48,  # label the x axis only when there are at most this many tokens
+):
     "A per-token quantity along one completion for the base (`before`) and a trained model (`after`), with their means."
     b, a = _per_token(before, values, absolute), _per_token(after, values, absolute)
     if b.shape != a.shape or b.ndim != 1:
@@ -389,9 +471,18 @@ def before_after_tokens(before, after, ax=None, tokens: Sequence[str] | None = N
     ax.set(xlabel="completion token y_i" if named else "completion token position i", ylabel=ylabel)
     ax.legend(fontsize=8, frameon=False)
     return ax
-def before_after_scatter(before: Sequence, after: Sequence, ax=None, values="advantage", absolute: bool = False,
-                         labels=("base model", "trained model"), quantity: str = "mean KL(student ‖ teacher)",
-                         label: str | None = None, color: str = AFTER_COLOR, marker: str = "o"):
+def before_after_scatter(
+    before: Sequence,  # the base model's Signals, one per interaction
+    after: Sequence,  # the trained model's Signals of the same interactions
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
+    absolute: bool = False,  # average |value|
+    labels=("base model", "trained model"),  # axis names of before and after
+    quantity: str = "mean KL(student ‖ teacher)",  # what is averaged, for the axis labels
+    label: str | None = None,  # legend label of the points
+    color: str = AFTER_COLOR,  # colour of the points
+    marker: str = "o",  # matplotlib marker of the points
+):
     "One point per interaction: its mean per-token quantity for the base model (x) vs the trained model (y); y = x dashed."
     if len(before) != len(after) or len(before) == 0:
         raise ValueError(f"before and after must list the same, non-empty set of interactions, got {len(before)} and {len(after)}")
@@ -410,7 +501,13 @@ def before_after_scatter(before: Sequence, after: Sequence, ax=None, values="adv
     return ax
 
 # %% ../nbs/12_viz.ipynb #3f56759c
-def plot_metric(records: Sequence[dict], key: str = "loss", ax=None, label: str | None = None, **kw):
+def plot_metric(
+    records: Sequence[dict],  # metric records as train writes them (dicts with 'step')
+    key: str = "loss",  # the metric to plot
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    label: str | None = None,  # legend label (None: key)
+    **kw,  # passed on to `Axes.plot`
+):
     "Plot `key` against the optimizer step (skipped steps and missing or non-finite values left out); returns the axis."
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 2.8), layout="constrained")
     pts = [(r["step"], float(r[key])) for r in records
@@ -420,7 +517,11 @@ def plot_metric(records: Sequence[dict], key: str = "loss", ax=None, label: str 
     return ax
 
 # %% ../nbs/12_viz.ipynb #4f334baa
-def plot_separation_ladder(rows: Sequence[dict], ax=None, template: str = "paper"):
+def plot_separation_ladder(
+    rows: Sequence[dict],  # the output of signal.separation_ladder, one dict per model
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    template: str = "paper",  # which hindsight template's numbers to plot
+):
     "Separation against model size: mean |A| real/control (left) and share real > control (right), per control."
     if not rows: raise ValueError("No rows to plot: pass the output of signal.separation_ladder (one dict per model).")
     for r in (r for r in rows if template not in r):

@@ -147,6 +147,11 @@ def test_api_parameter_lists_examples_groups_and_source_links(tmp_path):
         ["00_a.ipynb: m.f (function): 1 of 3 parameters undescribed (c)"]
     e.params.pop("c")
     assert e.missing_params == []                                     # fewer than 3 parameters: no table required
+    def g(x,      # the context x
+          *ys,    # the completions y
+          **kw):  # passed on
+        "G."
+    assert {k: v["docment"] for k, v in apiref.param_table(g).items()} == {"x": "the context x", "ys": "the completions y", "kw": "passed on"}
     import argparse
     class Parser(argparse.ArgumentParser): "A parser; its constructor is argparse's."
     assert not apiref.builds_itself(Parser) and apiref.builds_itself(apiref.Entry)
@@ -177,6 +182,14 @@ def test_the_course_table_names_the_package_modules():
     named = [s for _, ss in apiref.COURSE for s in ss]
     assert len(named) == len(set(named)) and set(named) <= shorts, sorted(set(named) - shorts)
     assert {h.rsplit(".", 1)[0] for h in apiref.HELPERS} <= shorts
+
+
+def test_every_public_callable_describes_its_parameters():
+    "Every public function, class and method with 3+ parameters describes each one, and the docs check requires it."
+    missing = apiref.missing_param_tables(apiref.modules(ROOT, "hindsight_ref"))
+    assert not missing, f"{len(missing)} public callables with undescribed parameters (a `# text` after each parameter, " \
+        f"nbdev's docments, or an Args: section):\n  " + "\n  ".join(missing)
+    assert build_docs.PARAM_TABLES_REQUIRED
 
 
 def test_every_module_is_documented_from_its_notebook():
@@ -279,6 +292,7 @@ def browse(driver, folder, titles, shot=None):
             problems += [f"{name}: a <math> element has no size (MathML not rendered)" for w, h in info["math"] if not (w > 0 and h > 0)][:1]
             if info["overflow"] > 0: problems.append(f"{name}: the page is {info['overflow']}px wider than the window")
             if info["placeholder"]: problems.append(f"{name}: a math placeholder (\\x02M..\\x03) is left in the page")
+            if info["undescribed"]: problems.append(f"{name}: {info['undescribed']} API entries lack a full parameter table")
             fig.update(pages=fig["pages"] + 1, images=fig["images"] + len(info["images"]), math=fig["math"] + len(info["math"]),
                        sources=fig["sources"] + info["sources"], undescribed=fig["undescribed"] + info["undescribed"])
             seen[name] = set(info["ids"])
@@ -324,8 +338,8 @@ def test_docs_in_browser(browser, site):
     n_api = len([t for t in titles if t.startswith("api-")])
     print(f"\ndocs browser test: {fig['pages']} pages ({n_api} module pages of the API), {fig['images']} images loaded, "
           f"{fig['math']} math elements rendered, {fig['links']} internal links checked ({fig['sources']} source links of "
-          f"API entries among them); {fig['undescribed']} API entries lack a full parameter table (reported, not yet a "
-          f"failure); landing page screenshot: {shot}")
+          f"API entries among them); {fig['undescribed']} API entries lack a full parameter table; landing page "
+          f"screenshot: {shot}")
     assert fig["sources"] > 200 and fig["pages"] == len(titles)
     assert not problems, f"{len(problems)} problems in the docs site:\n  " + "\n  ".join(problems)
 
@@ -363,12 +377,15 @@ def test_browser_checks_fail_on_a_broken_site(browser, tmp_path):
     (tmp_path / "index.html").write_text(
         '<!doctype html><title>Wrong</title><link rel="icon" href="data:,"><h1>Home</h1><p id="top">raw $$x$$</p>'
         '<img src="gone.png"><a href="missing.html">a</a><a href="b.html#nowhere">b</a><a href="b.html#here">c</a>'
-        '<math><mi>x</mi></math><div style="width:3000px">wide</div><script>throw new Error("boom")</script><p>\x02M0\x03</p>')
+        '<math><mi>x</mi></math><div style="width:3000px">wide</div><script>throw new Error("boom")</script><p>\x02M0\x03</p>'
+        '<div class="api-entry function" data-undescribed="2"><a class="source" href="b.html#gone">source</a></div>')
     (tmp_path / "b.html").write_text('<!doctype html><title>B</title><link rel="icon" href="data:,"><h1 id="here">B</h1>')
     problems, fig = browse(browser, tmp_path, {"index.html": "Home", "b.html": "B"})
     text = "\n".join(problems)
     for expected in ["index.html: title 'Wrong'", "boom", "image not loaded: gone.png", "raw TeX shown: '$$'",
                      "link to missing missing.html", "link to missing anchor b.html#nowhere", "px wider than the window",
-                     "index.html: a math placeholder"]:
+                     "index.html: a math placeholder", "index.html: 1 API entries lack a full parameter table",
+                     "link to missing anchor b.html#gone"]:
         assert expected in text, f"{expected!r} not found in:\n{text}"
-    assert not [p for p in problems if p.startswith("b.html")] and fig["math"] == 1 and fig["links"] == 3
+    assert not [p for p in problems if p.startswith("b.html")] and fig["math"] == 1 and fig["links"] == 4
+    assert fig["sources"] == 1 and fig["undescribed"] == 1

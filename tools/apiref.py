@@ -17,7 +17,7 @@ COURSE = [
     ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
     ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
                                            "toyworld.experiments"]),
-    ("Appendices, the engineering", ["models", "data", "fused", "backends", "demo", "cli"]),
+    ("Appendices, the engineering", ["models", "data", "fused", "backends", "hf", "demo", "cli"]),
 ]
 # Public because other modules share them, but not what a user of the library calls: listed last on their page, marked.
 HELPERS = {"models.cache_dir", "models.file_lock", "models.build_once", "models.quiet_loading", "toyworld.model.torch_threads",
@@ -126,7 +126,7 @@ def docstring_params(doc):
 
 def param_table(obj, doc=None):
     "Rows {name: {anno, default, docment}} of every parameter: docments comments first, then the docstring's list."
-    try: d = docments(obj, full=True)
+    try: d = docments(obj, full=True, args_kwargs=True)
     except Exception: return {}  # builtins and C extensions have no source to read comments from
     _, listed = docstring_params(doc)
     rows = {k: dict(v) for k, v in d.items() if k not in ("self", "cls")}

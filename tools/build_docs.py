@@ -10,8 +10,8 @@ docstring, parameter table, a link to its source cell on the notebook's page and
 box works offline (search-index.js, written here, and docs/assets/search.js); nothing is fetched from another
 host. Problems are always printed; with --check they fail the build: a notebook without a title, code of a hidden
 cell on its page, raw TeX or a math placeholder left, math that does not convert, a link or #anchor that points
-nowhere (source links included), a public function, class or method without a docstring. Public callables with
-3+ parameters that are not all described are listed and counted (PARAM_TABLES_REQUIRED makes them a problem).
+nowhere (source links included), a public function, class or method without a docstring, a public callable with
+3+ parameters that are not all described (PARAM_TABLES_REQUIRED).
 With Quarto installed, `nbdev_docs` builds the full nbdev site from nbs/_quarto.yml instead."""
 import argparse, configparser, html, json, re, shutil, sys
 from pathlib import Path
@@ -27,9 +27,9 @@ cfg = configparser.ConfigParser(interpolation=None)
 cfg.read(root / "settings.ini")
 cfg = cfg["DEFAULT"]
 EXPORT = {"export", "exports", "exporti"}
-# The parameter texts are written in a later round; once missing_param_tables() is empty, set this to True so that
-# a public callable with 3+ parameters that are not all described fails the check.
-PARAM_TABLES_REQUIRED = False
+# A public callable with apiref.MIN_PARAMS or more parameters describes every one of them (a `# text` after each
+# parameter, nbdev's docments, or an Args: section); --check fails on one that does not.
+PARAM_TABLES_REQUIRED = True
 
 
 class Site:

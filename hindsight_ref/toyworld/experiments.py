@@ -23,7 +23,13 @@ __all__ = ['WORLD_VARIANTS', 'plot_reward_scatter', 'world_config', 'world_train
            'attribute_drift', 'sweep_variants', 'plot_win_vs_drift', 'offline_contrast']
 
 # %% ../../nbs/35_toyworld.ipynb #a1219a1f
-def plot_reward_scatter(sig_rel: list, sig_unr: list, persona, ax=None, seed: int = 0):
+def plot_reward_scatter(
+    sig_rel: list,  # Signals under the user's real follow-ups
+    sig_unr: list,  # Signals of the same (x, y) under unrelated follow-ups
+    persona,  # the world persona whose reward is on the x axis
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    seed: int = 0,  # seed of the horizontal jitter
+):
     "Sequence advantage (Eq. 7) against the true reward, with the unrelated-follow-up control; returns the axis."
     ax = ax or plt.subplots(figsize=(4.5, 3.2))[1]
     rng = np.random.default_rng(seed)
@@ -42,8 +48,15 @@ def world_config(**overrides) -> TrainConfig:
               max_new_tokens=64, max_context_tokens=512, max_completion_tokens=512, progress=False, seed=0)
     return TrainConfig(**{**kw, **overrides})
 
-def world_trainer(user, n_interactions: int, cfg: TrainConfig | None = None, model=None, tok=None, topics=TRAIN_TOPICS,
-                  output_dir: str | None = None) -> OnlineTrainer:
+def world_trainer(
+    user,  # the simulated user that writes each follow-up o
+    n_interactions: int,  # interactions to train on
+    cfg: TrainConfig | None = None,  # training config (None: world_config())
+    model=None,  # the policy (None: a fresh copy of the world model)
+    tok=None,  # its tokenizer
+    topics=TRAIN_TOPICS,  # request topics of the training prompts
+    output_dir: str | None = None,  # folder for checkpoints and metrics (None: a temporary one)
+) -> OnlineTrainer:
     "An `OnlineTrainer` on the world model (a fresh copy unless `model`), `n_interactions` world prompts, `user` answering."
     cfg = cfg or world_config()
     if model is None: model, tok = load_world()
@@ -51,8 +64,13 @@ def world_trainer(user, n_interactions: int, cfg: TrainConfig | None = None, mod
     out = output_dir or tempfile.mkdtemp(prefix="toyworld-") + "/run"
     return OnlineTrainer(replace(cfg, output_dir=out), model, tok, prompts=xs, simulator=user)
 
-def train_and_evaluate(trainer: OnlineTrainer, evaluate=None, every: int = 50, n: int | None = None,
-                       history: list | None = None) -> list[dict]:
+def train_and_evaluate(
+    trainer: OnlineTrainer,  # the OnlineTrainer
+    evaluate=None,  # evaluate(model) -> dict of numbers (None: no evaluation)
+    every: int = 50,  # evaluate every this many interactions
+    n: int | None = None,  # interactions to train (None: to the end)
+    history: list | None = None,  # records to append to, for a run continued in parts (None: a new list)
+) -> list[dict]:
     "Train `n` more interactions (default: to the end), calling `evaluate(model)` (a dict) every `every` interactions."
     per_step = trainer.cfg.batch_size * trainer.cfg.grad_accum
     history = [] if history is None else history
@@ -67,7 +85,15 @@ def train_and_evaluate(trainer: OnlineTrainer, evaluate=None, every: int = 50, n
 # %% ../../nbs/35_toyworld.ipynb #f4db9c88
 class WorldEvaluator:
     "Win rates against fixed base-model answers on held-out prompts, for each persona, plus style rates."
-    def __init__(self, base_model, tok, personas=("no_emojis",), n: int = 128, seed: int = 1234, topics=None):
+    def __init__(
+        self,
+        base_model,  # the model the win rate is against (its answers are the reference)
+        tok,  # the world's tokenizer
+        personas=("no_emojis",),  # world personas to judge for
+        n: int = 128,  # held-out prompts
+        seed: int = 1234,  # seed of the prompts and answers
+        topics=None,  # request topics of the prompts (None: the held-out topics)
+    ):
         self.tok, self.seed, self.personas = tok, seed, [world_persona(p) for p in personas]
         self.xs = world_prompts(n, seed, topics or EVAL_TOPICS)
         self.ref = world_answers(base_model, tok, self.xs, seed=seed)
@@ -91,7 +117,14 @@ class WorldEvaluator:
         return win_rate(world_judge(p), self.xs, self.responses(model, stated=p.wanted()), self.ref).rate
 
 # %% ../../nbs/35_toyworld.ipynb #225f7227
-def attribute_drift(model, tok, base_rates: dict, persona, n: int = 512, seed: int = 4321) -> dict:
+def attribute_drift(
+    model,  # the trained model
+    tok,  # the world's tokenizer
+    base_rates: dict,  # plain_rates of the base model
+    persona,  # the world persona trained for
+    n: int = 512,  # plain held-out requests sampled
+    seed: int = 4321,  # seed of the requests and answers
+) -> dict:
     "Rate change (model - base) of every attribute the persona does not mention, on plain held-out requests."
     r = plain_rates(model, tok, n=n, seed=seed, topics=EVAL_TOPICS)
     wanted = world_persona(persona).wanted()
@@ -110,8 +143,14 @@ WORLD_VARIANTS = {
     "anchor 2, token sum": dict(length_norm=False),
 }
 
-def sweep_variants(persona, variants: dict = WORLD_VARIANTS, n_interactions: int = 250, n_eval: int = 256, seeds=(0,),
-                   verbose: bool = True) -> list[dict]:
+def sweep_variants(
+    persona,  # the world persona trained for
+    variants: dict = WORLD_VARIANTS,  # name -> world_config overrides
+    n_interactions: int = 250,  # interactions trained per variant
+    n_eval: int = 256,  # held-out prompts
+    seeds=(0,),  # a run per seed
+    verbose: bool = True,  # print a line per run
+) -> list[dict]:
     "Win rate and max |drift| after `n_interactions` for each variant (`world_config` overrides; a fresh world model each)."
     base, tok = load_world()
     ev = WorldEvaluator(base, tok, personas=(persona,), n=n_eval)
@@ -131,7 +170,12 @@ def sweep_variants(persona, variants: dict = WORLD_VARIANTS, n_interactions: int
                           f"{[round(d, 3) for d in worst]}  ({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows
 
-def plot_win_vs_drift(rows: list[dict], ax=None, limit: float = 0.1, target: float = 0.95):
+def plot_win_vs_drift(
+    rows: list[dict],  # the output of sweep_variants
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+    limit: float = 0.1,  # the target: max |drift| at most this
+    target: float = 0.95,  # the target: win rate at least this
+):
     "Each variant as a point: max drift of unmentioned attributes (x) against win rate (y); shaded: meets both targets."
     ax = ax or plt.subplots(figsize=(7, 3.4))[1]
     for i, r in enumerate(rows):
@@ -144,8 +188,16 @@ def plot_win_vs_drift(rows: list[dict], ax=None, limit: float = 0.1, target: flo
     return ax
 
 # %% ../../nbs/35_toyworld.ipynb #8c2d7fde
-def offline_contrast(persona="less_filler", worse: dict | None = None, n_logs: int = 256, epochs: int = 2,
-                     batch_size: int = 16, lr: float = 1e-3, n_eval: int = 256, seed: int = 0) -> dict:
+def offline_contrast(
+    persona="less_filler",  # the world persona
+    worse: dict | None = None,  # attribute -> value the logging policy is asked for (None: the opposite of the persona's wishes)
+    n_logs: int = 256,  # logged interactions
+    epochs: int = 2,  # passes over the logs
+    batch_size: int = 16,  # interactions per step
+    lr: float = 1e-3,  # learning rate
+    n_eval: int = 256,  # held-out prompts
+    seed: int = 0,  # seed of the logs and the training
+) -> dict:
     "Win rate vs base after SFT on a worse policy's logs, and after hindsight training on the same interactions."
     p = world_persona(persona); worse = worse or {a: not v for a, v in p.wants}
     base, tok = load_world()

@@ -72,7 +72,13 @@ def torch_threads(n: int | None):
     try: yield
     finally: torch.set_num_threads(old)
 
-def world_model(tok, hidden: int = 96, layers: int = 3, heads: int = 4, seed: int = 0) -> LlamaForCausalLM:
+def world_model(
+    tok,  # the world's tokenizer
+    hidden: int = 96,  # hidden size
+    layers: int = 3,  # decoder layers
+    heads: int = 4,  # attention heads
+    seed: int = 0,  # seed of the random weights
+) -> LlamaForCausalLM:
     "A randomly initialised small `LlamaForCausalLM` for the world's tokenizer."
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
@@ -102,16 +108,31 @@ def world_batch(convs: list[list[dict]], tok) -> dict:
             "labels": torch.tensor(pad([assistant_labels(e, tok) for e in enc], -100))}
 
 # %% ../../nbs/34_world_model.ipynb #25781e23
-def length_buckets(convs: list[list[dict]], batch_size: int, rng: random.Random) -> list[list[list[dict]]]:
+def length_buckets(
+    convs: list[list[dict]],  # conversations (chat messages)
+    batch_size: int,  # conversations per batch
+    rng: random.Random,  # random source of the batch order
+) -> list[list[list[dict]]]:
     "Split `convs` into batches of similar length (less padding), in a random order."
     convs = sorted(convs, key=lambda c: len(chatml(c)))
     batches = [convs[i:i + batch_size] for i in range(0, len(convs), batch_size)]
     rng.shuffle(batches)
     return batches
 
-def pretrain_world(steps: int = 1600, batch_size: int = 48, lr: float = 1.2e-2, seed: int = 0, hidden: int = 64,
-                   layers: int = 3, heads: int = 4, mix: dict | None = None, threads: int | None = 2, bucket: int = 8,
-                   log_every: int = 100, verbose: bool = True):
+def pretrain_world(
+    steps: int = 1600,  # optimizer steps
+    batch_size: int = 48,  # conversations per step
+    lr: float = 1.2e-2,  # learning rate
+    seed: int = 0,  # seed of the weights and the data
+    hidden: int = 64,  # hidden size
+    layers: int = 3,  # decoder layers
+    heads: int = 4,  # attention heads
+    mix: dict | None = None,  # weights of the conversation kinds (None: WORLD_MIX)
+    threads: int | None = 2,  # torch CPU threads (None: leave as is)
+    bucket: int = 8,  # batches sampled at once and grouped by length
+    log_every: int = 100,  # log the loss every this many steps
+    verbose: bool = True,  # print the log lines
+):
     "Train a fresh world model on freshly sampled world conversations; returns `(model, tok, log)`."
     tok = world_tokenizer()
     model = world_model(tok, hidden=hidden, layers=layers, heads=heads, seed=seed).train()
@@ -138,7 +159,12 @@ def pretrain_world(steps: int = 1600, batch_size: int = 48, lr: float = 1.2e-2, 
 FIXTURE_DIR = fixture_file("toyworld")
 PRETRAIN_DEFAULTS = dict(steps=1600, batch_size=48, lr=1.2e-2, seed=0, hidden=64, layers=3, heads=4, threads=2)
 
-def save_world(model, tok, path, meta: dict | None = None) -> Path:
+def save_world(
+    model,  # a world model
+    tok,  # the world's tokenizer
+    path,  # folder to write into (created)
+    meta: dict | None = None,  # written as world.json (None: none)
+) -> Path:
     "Save a world model and tokenizer (plus `meta` as world.json) into `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     with quiet_loading(): model.save_pretrained(path); tok.save_pretrained(path)
@@ -165,8 +191,16 @@ def load_world(path=None):
     return model.eval(), tok
 
 # %% ../../nbs/34_world_model.ipynb #f0cea993
-def world_answers(model, tok, xs: list[list[dict]], seed: int = 0, greedy: bool = False, max_new_tokens: int = 64,
-                  batch_size: int = 256, threads: int | None = 1) -> list[str]:
+def world_answers(
+    model,  # a world model
+    tok,  # the world's tokenizer
+    xs: list[list[dict]],  # the contexts x
+    seed: int = 0,  # sampling seed
+    greedy: bool = False,  # greedy decoding instead of sampling
+    max_new_tokens: int = 64,  # longest answer, tokens
+    batch_size: int = 256,  # contexts per generation batch
+    threads: int | None = 1,  # torch CPU threads (None: leave as is)
+) -> list[str]:
     "One sampled answer (text) per context in `xs`, from `sampling.sample_completions` with a fixed seed."
     with torch_threads(threads):
         s = sample_completions(model, tok, xs, max_context_tokens=512, max_new_tokens=max_new_tokens,
@@ -178,12 +212,22 @@ def style_rates(ys: list[str]) -> dict:
     ps = [parse_style(y) for y in ys]
     return {a: sum(p[a] for p in ps) / max(1, len(ps)) for a in ATTRS}
 
-def world_prompts(n: int, seed: int = 0, topics=None) -> list[list[dict]]:
+def world_prompts(
+    n: int,  # how many requests
+    seed: int = 0,  # seed of the draw
+    topics=None,  # request topics to draw from (None: all)
+) -> list[list[dict]]:
     "`n` random requests (about `topics`, default all) as one-message contexts x."
     rng = random.Random(seed)
     return [[{"role": "user", "content": make_request(rng, topics).text}] for _ in range(n)]
 
-def plain_rates(model, tok, n: int = 256, seed: int = 0, topics=None) -> dict:
+def plain_rates(
+    model,  # a world model
+    tok,  # the world's tokenizer
+    n: int = 256,  # requests sampled
+    seed: int = 0,  # seed of the requests and answers
+    topics=None,  # request topics (None: all)
+) -> dict:
     "Attribute rates of sampled answers to plain requests."
     return style_rates(world_answers(model, tok, world_prompts(n, seed, topics), seed=seed))
 
@@ -194,20 +238,37 @@ def _follow_rates(model, tok, cases: list[tuple], seed: int) -> dict:
     for (key, a, v, _), y in zip(cases, ys): out.setdefault(key, []).append(parse_style(y)[a] == v)
     return {k: sum(x) / len(x) for k, x in out.items()}
 
-def compliance(model, tok, n: int = 64, seed: int = 0, topics=None) -> dict:
+def compliance(
+    model,  # a world model
+    tok,  # the world's tokenizer
+    n: int = 64,  # requests per preference
+    seed: int = 0,  # seed of the requests and answers
+    topics=None,  # request topics (None: all)
+) -> dict:
     "For each (attribute, value): the fraction of sampled answers that follow that preference stated in the request."
     rng, xs = random.Random(seed), world_prompts(n, seed, topics)
     return _follow_rates(model, tok, [((a, v), a, v, [{"role": "user", "content": x[0]["content"] + " " + preference_text({a: v}, rng)}])
                                       for a in ATTRS for v in (False, True) for x in xs], seed + 1)
 
-def hindsight_compliance(model, tok, n: int = 64, seed: int = 0, topics=None, template="paper") -> dict:
+def hindsight_compliance(
+    model,  # a world model
+    tok,  # the world's tokenizer
+    n: int = 64,  # requests per complaint phrase
+    seed: int = 0,  # seed of the requests and answers
+    topics=None,  # request topics (None: all)
+    template="paper",  # hindsight template that quotes the complaint
+) -> dict:
     "For each complaint phrase: the share of answers that follow it as the quoted future message (the teacher's context)."
     xs, t = world_prompts(n, seed, topics), get_template(template)
     return _follow_rates(model, tok, [((a, v, ph), a, v, [{"role": "user", "content": x[0]["content"] + t.hindsight_block(ph)}])
                                       for (a, v), phrases in COMPLAINTS.items() for ph in phrases for x in xs], seed + 1)
 
 # %% ../../nbs/34_world_model.ipynb #8f6469b2
-def plot_world_model(rates: dict, comp: dict, ax=None):
+def plot_world_model(
+    rates: dict,  # the output of plain_rates
+    comp: dict,  # the output of compliance
+    ax=None,  # matplotlib Axes to draw on (None: a new figure)
+):
     "Bars: each attribute's rate on plain requests, and compliance with the stated preference (off / on)."
     ax = ax or plt.subplots(figsize=(7, 2.8))[1]
     xs = np.arange(len(ATTRS)); w = 0.27

@@ -37,8 +37,8 @@ SHORT_MARK, LONG_MARKS = "in short ,", ("first ,", "second ,", "third ,")
 class Request:
     "A user request of the world: its kind, its topic and its text."
     kind: str     # "info" | "tip"
-    topic: str
-    text: str
+    topic: str  # what the request is about
+    text: str  # the request as the user writes it
 
 def make_request(rng: random.Random, topics=None) -> Request:
     "A random request about one of `topics` (default: all)."
@@ -55,7 +55,11 @@ def random_style(rng: random.Random, p: float = 0.5) -> dict:
     "Each attribute on with probability `p`, independently."
     return {a: rng.random() < p for a in ATTRS}
 
-def render_response(req: Request, style: dict, rng: random.Random) -> str:
+def render_response(
+    req: Request,  # the request answered
+    style: dict,  # attribute -> bool for every attribute in ATTRS
+    rng: random.Random,  # random source of the wording
+) -> str:
     "The assistant response to `req` with the given style (a dict attribute -> bool)."
     if missing := set(ATTRS) - set(style): raise ValueError(f"style is missing attributes {sorted(missing)}; give all of {ATTRS}.")
     parts = [rng.choice(PRAISE) if style["praise"] else OPENER, f"# # # {req.topic}" if style["markdown"] else f"{req.topic} :"]
@@ -113,8 +117,13 @@ def _wishes(rng, style, ks=(1, 1, 2)):
     k = rng.choice(ks)
     return {a: not style[a] for a in rng.sample(ATTRS, k)}
 
-def world_conversation(rng: random.Random, mix: dict | None = None, template="paper", noise: float = 0.02,
-                       topics=None) -> list[dict]:
+def world_conversation(
+    rng: random.Random,  # random source
+    mix: dict | None = None,  # weights of the conversation kinds (None: WORLD_MIX)
+    template="paper",  # hindsight template that words the follow-up o in a 'hindsight' conversation
+    noise: float = 0.02,  # chance that the assistant ignores one wish
+    topics=None,  # request topics to draw from (None: all)
+) -> list[dict]:
     "One conversation of the world, as chat messages."
     kind = _pick(rng, mix or WORLD_MIX)
     req = make_request(rng, topics); s = random_style(rng)
