@@ -26,7 +26,9 @@ __all__ = ['HindsightModule', 'HindsightCollator', 'training_arguments', 'encode
 # %% ../nbs/94_hf_trainer.ipynb #9cf5daee
 class HindsightModule(torch.nn.Module):
     "A causal LM whose `forward` is `hindsight_loss` of a collated batch, so that DDP, FSDP and ZeRO-3 see one forward."
-    def __init__(self, model, loss_args: dict, ref=None):
+    def __init__(self, model,              # the causal LM to train
+                 loss_args: dict,          # keyword arguments of `hindsight_loss`, e.g. `TrainConfig.loss_args()`
+                 ref=None):                # the anchor's frozen reference model (ref_kl > 0 without LoRA), else None
         super().__init__()
         self.model, self.loss_args = model, dict(loss_args)
         self._ref = (ref,)                 # in a tuple: the anchor's reference is neither trained nor saved with the module
@@ -57,7 +59,11 @@ def training_arguments(cfg: TrainConfig, **overrides) -> TrainingArguments:
               disable_tqdm=not cfg.progress)
     return TrainingArguments(**{**kw, **overrides})
 
-def encode_for(cfg: TrainConfig, model, tok, interactions: list) -> list:
+def encode_for(cfg: TrainConfig,           # the run's config: template, token limits, on_bad_record
+               model,                      # the causal LM (its context length bounds the encoded length)
+               tok,                        # its tokenizer, with a chat template
+               interactions: list          # logged `data.Interaction`s (x, y, o)
+              ) -> list:
     "The interactions encoded as the config says (template, token limits, bad records), the Trainer's `train_dataset`."
     return encode_interactions(tok, interactions, template=cfg.template, on_bad_record=cfg.on_bad_record,
                                report=FilterReport("encode", unit="interactions"), max_context_tokens=cfg.max_context_tokens,
@@ -69,7 +75,12 @@ class HindsightHFTrainer(_HFTrainer):
     "transformers' `Trainer` whose loss is the library's `hindsight_loss` over encoded interactions (offline, live teacher)."
     loss_is_scaled_for_ga = True                # compute_loss divides by the step's sequences itself
 
-    def __init__(self, cfg: TrainConfig, model, tok, train_dataset: list, args: TrainingArguments | None = None, **kw):
+    def __init__(self, cfg: TrainConfig,   # the run's config: the loss and its options, optimizer, schedule, batch
+                 model,                    # the causal LM to train (prepared here: dropout off, LoRA, checkpointing)
+                 tok,                      # its tokenizer (saved with each checkpoint)
+                 train_dataset: list,      # encoded interactions, from `encode_for`
+                 args: TrainingArguments | None = None,   # the Trainer's arguments; None: `training_arguments(cfg)`
+                 **kw):                    # passed on to `transformers.Trainer` (callbacks, ...)
         if cfg.mode != "offline":
             raise ValueError("HindsightHFTrainer trains offline, on logged (x, y, o); for mode: online use trainers.OnlineTrainer.")
         if cfg.teacher != "live":
@@ -89,7 +100,10 @@ class HindsightHFTrainer(_HFTrainer):
         n = torch.tensor(sum(int((b["loss_mask"].sum(-1) > 0).sum()) for b in batch_samples), device=device)
         return self.accelerator.gather(n).sum() if self.args.world_size > 1 else n
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model,          # the (wrapped) `HindsightModule`
+                     inputs,               # one collated micro-batch
+                     return_outputs=False, # also return the `LossOut`
+                     num_items_in_batch=None):   # N, the step's sequences over all processes
         "P / N times the sum of this micro-batch's per-sequence losses (the mean when N is not given, e.g. in evaluation)."
         out = model(**inputs)
         loss = out.loss.mean() if num_items_in_batch is None else out.loss.sum() * self.accelerator.num_processes / num_items_in_batch
