@@ -51,9 +51,10 @@ class HindsightCollator:
 # %% ../nbs/94_hf_trainer.ipynb #af4f74bc
 def training_arguments(cfg: TrainConfig, **overrides) -> TrainingArguments:
     "`TrainingArguments` that say what `cfg` says (batch per process, accumulation, steps, clipping, seed); `overrides` win."
+    bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available() and not overrides.get("use_cpu")   # as trainers.Trainer
     kw = dict(output_dir=cfg.output_dir, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
               num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, max_grad_norm=cfg.max_grad_norm or 0.0,
-              learning_rate=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bool(cfg.bf16),
+              learning_rate=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bool(bf16),
               logging_steps=cfg.log_every, save_strategy="steps" if cfg.save_every else "no", save_steps=cfg.save_every or 500,
               save_total_limit=cfg.keep_checkpoints or None, remove_unused_columns=False, report_to="none",
               disable_tqdm=not cfg.progress)
