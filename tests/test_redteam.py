@@ -159,13 +159,14 @@ def test_records_after_the_resumed_checkpoint_are_not_duplicated(tmp_path, tok, 
 
 
 # ---- (5) a lock on the output folder -------------------------------------------------------------------------------------
-HOLD = ("import sys, time; from hindsight_ref.models import lock_folder; lock_folder(sys.argv[1]); print('held', flush=True); "
-        "time.sleep(120)")
+HOLD = ("import fcntl, os, socket, sys, time; fd = os.open(os.path.join(sys.argv[1], '.lock'), os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode()); "
+        "print('held', flush=True); time.sleep(120)")   # a run's lock as models.lock_folder holds it (no torch to import)
 
 
 def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_over(tmp_path, tok, fx):
     from hindsight_ref.models import FolderLockedError
-    out = tmp_path / "run"
+    out = tmp_path / "run"; out.mkdir()
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
