@@ -206,6 +206,9 @@ def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_ove
         tr = trainer(tok, out, fx[:4])
     tr.train()
     assert steps(out) == [1, 2, 3, 4] and (out / ".lock").read_text().startswith(f"pid {os.getpid()}")
+    del tr                                                                                   # a trainer holds it while it lives
+    import gc; gc.collect()
+    assert (out / ".lock").read_text() == ""
 
 
 def test_a_folder_that_cannot_be_locked_says_so(tmp_path, monkeypatch):
