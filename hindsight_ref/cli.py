@@ -16,7 +16,7 @@ PROG = "hindsight-ref"
 __all__ = ['PROG', 'SMOKE_TRAIN', 'read_recipe', 'recipe_kind', 'recipe_summary', 'shipped_recipes', 'find_recipe', 'check_kind',
            'print_recipes', 'config_fields', 'fields_help', 'OneLineParser', 'int_at_least', 'parse_overrides',
            'make_parser', 'parse_command_line', 'smoke_arch', 'smoke_loader', 'smoke_train', 'smoke_protocol',
-           'error_line', 'load_train_config', 'resume_hint', 'main_train', 'main_protocol', 'main']
+           'error_line', 'load_train_config', 'resume_hint', 'main_train', 'main_protocol', 'main_probe', 'main']
 
 # %% ../nbs/96_cli.ipynb #5569f7d4
 def read_recipe(path) -> dict:
@@ -147,7 +147,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Hindsight self-distillation from user interactions (Kleine Buening et al., 2026).")
     p.add_argument("--version", action="version", version=f"{PROG} {hindsight_ref.__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{demo,recipes,train,protocol}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{demo,recipes,train,protocol,probe}")
     d = sub.add_parser("demo", help="the method on one screen: the toy world's signal and a short online run, then a real model; a report")
     d.add_argument("--model", default="smollm2-135m-instruct", help="alias, local folder or hub id")
     d.add_argument("--template", default="paper", help="hindsight template: paper (default), offline_code, online_code, turns")
@@ -165,9 +165,18 @@ def make_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("protocol", help="run a protocol recipe: training with its evaluation (personalization curves or an offline report)")
     q.add_argument("config", help=f"a shipped protocol recipe's name (`{PROG} recipes`) or the path of a YAML file")
     q.add_argument("overrides", nargs="*", help="key=value overrides of the protocol's top-level keys, e.g. output_dir=runs/p")
+    b = sub.add_parser("probe", help="does this model read hindsight? the real follow-up against controls, with intervals and a verdict")
+    b.add_argument("model", nargs="?", default="smollm2-135m-instruct", help="alias, local folder, hub id, or 'toyworld'")
+    b.add_argument("--out", default="runs/probe", help="output folder (probe.html, probe.json, figures)")
+    b.add_argument("--n", type=int_at_least(2), default=None, help="at most this many interactions (default: all of the source)")
+    b.add_argument("--templates", default=None, help="comma-separated hindsight templates (default: paper,offline_code,online_code,note)")
+    b.add_argument("--source", default="auto", help="auto, fixture, world, or a .jsonl file of interactions")
+    b.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    b.add_argument("--dtype", default="float32", choices=DTYPES)
+    b.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
     for s in (t, q): s.add_argument("--smoke", action="store_true", help="toy size: a random 2-layer model of the recipe's "
                                     "architecture, one or two steps, a few prompts (the code path in seconds, not a result)")
-    for s in (d, r, t, q): s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    for s in (d, r, t, q, b): s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return p
 
 def parse_command_line(argv) -> argparse.Namespace:
@@ -292,6 +301,24 @@ def main_protocol(
     print(f"done: {Path(spec.output_dir) / ('curves.jsonl' if spec.protocol == 'personalization' else 'report.json')}")
     return res
 
+def main_probe(
+    model="smollm2-135m-instruct",  # a model alias, a local folder, a hub id, or 'toyworld'
+    out="runs/probe",  # output folder for probe.html, probe.json and the figures
+    n: int | None = None,  # at most this many interactions (None: all of the source)
+    templates: str | None = None,  # comma-separated hindsight templates (None: the probe's four)
+    source: str = "auto",  # 'auto', 'fixture', 'world' or a .jsonl file of interactions
+    seed: int = 0,  # seed of the bootstrap resampling
+    dtype: str = "float32",  # torch dtype name of the weights
+    device: str | None = None,  # device (None: the best available)
+):
+    "`hindsight-ref probe`: run `probe.run_probe`, print its verdict line and where the report is; returns the report."
+    from hindsight_ref.probe import run_probe, PROBE_TEMPLATES
+    ts = tuple(t.strip() for t in templates.split(",") if t.strip()) if templates else PROBE_TEMPLATES
+    rep = run_probe(model, out, n=n, templates=ts, source=source, seed=seed, dtype=dtype, device=device)
+    print(f"verdict: {rep.verdict}")
+    print(f"report: {Path(out) / 'probe.html'} (statistics in {Path(out) / 'probe.json'})")
+    return rep
+
 def main(argv=None) -> int:
     "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130, SIGTERM 143."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -306,6 +333,7 @@ def main(argv=None) -> int:
                      n_interactions=a.n_interactions)
         elif a.cmd == "recipes": print_recipes()
         elif a.cmd == "protocol": main_protocol(a.config, a.overrides, smoke=a.smoke)
+        elif a.cmd == "probe": main_probe(a.model, a.out, a.n, a.templates, a.source, a.seed, a.dtype, a.device)
         else:
             _, ov = load_train_config(a.config, a.overrides, smoke=a.smoke)   # the config's checks run before any model is loaded
             main_train(find_recipe(a.config), load=smoke_loader() if a.smoke else None, **ov)

@@ -267,3 +267,22 @@ def test_every_shipped_recipe_runs_by_name_at_toy_size(path, tmp_path, shared_lo
 def test_smoke_keeps_what_the_command_line_says(tmp_path):
     cfg, ov = cli.load_train_config("smoke_tiny", [f"output_dir={tmp_path}", "max_steps=2", "device=cpu"], smoke=True)
     assert (cfg.max_steps, cfg.batch_size, cfg.optimizer, cfg.output_dir) == (2, 1, "adamw", str(tmp_path))
+
+
+def test_probe_command_on_the_toy_world_reads_hindsight(tmp_path, capsys):
+    "`hindsight-ref probe toyworld`: the verdict line, probe.json and probe.html; the real/unrelated interval lies above 1."
+    import json
+    out = tmp_path / "probe"
+    assert cli.main(["probe", "toyworld", "--n", "16", "--templates", "paper", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rep = json.loads((out / "probe.json").read_text())
+    assert (out / "probe.html").exists() and rep["templates"] == ["paper"] and rep["n"] == 16
+    ratio = rep["stats"]["paper"]["unrelated"]["token"]["ratio"]
+    assert ratio["low"] > 1 and rep["verdict"].startswith("reads hindsight") and f"verdict: {rep['verdict']}" in printed
+
+
+@pytest.mark.parametrize("args, needles", [(["probe", "toyworld", "--n", "1"], ["--n", ">= 2"]),
+                                           (["probe", "toyworld", "--templates", "nope"], ["nope"])])
+def test_probe_command_bad_input_is_one_line(args, needles, tmp_path):
+    rc, out, err = run(*args, "--out", tmp_path / "p")
+    one_line_error(rc, err, *needles)
