@@ -44,11 +44,12 @@ setuptools.setup(
                  'Programming Language :: Python :: 3',
                  *[f'Programming Language :: Python :: {v}' for v in py_versions],
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
-    # the data folders (fixtures, recipes) hold no __init__.py: they are namespace packages of data files
+    # the data folders (fixtures, recipes, launch) hold no __init__.py: they are namespace packages of data files
     packages=setuptools.find_namespace_packages(include=['hindsight_ref', 'hindsight_ref.*'], exclude=['*.__pycache__']),
     package_data={'hindsight_ref.fixtures': ['*.jsonl', '*.json'],
                   'hindsight_ref.fixtures.toyworld': ['*.json', '*.jinja', '*.safetensors'],
-                  'hindsight_ref.recipes': ['*.yaml']},
+                  'hindsight_ref.recipes': ['*.yaml'],
+                  'hindsight_ref.launch': ['*.yaml', '*.json']},
     include_package_data=False,
     python_requires=f">={cfg['min_python']}",
     install_requires=cfg['requirements'].split(),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/96_cli.ipynb #522dca34
 from __future__ import annotations
-import argparse, shlex, sys, traceback
+import argparse, shlex, signal, sys, threading, traceback
 from pathlib import Path
 
 from .demo import DTYPES, run_demo
@@ -119,8 +119,11 @@ def main_train(config_path, **overrides):
     return tr
 
 def main(argv=None) -> int:
-    "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130."
+    "Entry point of `hindsight-ref`: one-line errors (exit 1; 2 for a bad command line), `--debug`, Ctrl-C exits 130, SIGTERM 143."
     a = make_parser().parse_args(argv)
+    term, main_thread = [], threading.current_thread() is threading.main_thread()
+    def on_term(signum, frame): term.append(signum); raise KeyboardInterrupt   # before training starts (loading): stop here
+    before = signal.signal(signal.SIGTERM, on_term) if main_thread else None  # (the trainer ends its step first, then saves)
     try:
         if a.cmd == "demo":
             run_demo(a.model, a.template, a.n, a.out, max_rows=a.max_rows or None, dtype=a.dtype, device=a.device,
@@ -128,15 +131,18 @@ def main(argv=None) -> int:
         else:
             _, ov = load_train_config(a.config, a.overrides)    # the config's checks run before any model is loaded
             main_train(a.config, **ov)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if a.debug: traceback.print_exc()
         hint = resume_hint(a.config, a.overrides) if a.cmd == "train" else "Nothing to resume: run the same command again."
-        print(f"\n{PROG}: interrupted. {hint}", file=sys.stderr)
-        return 130
+        sig = getattr(e, "signum", None) or (term[0] if term else signal.SIGINT)
+        print(f"\n{PROG}: {'terminated (SIGTERM)' if sig == signal.SIGTERM else 'interrupted'}. {hint}", file=sys.stderr)
+        return 128 + sig
     except Exception as e:
         if a.debug: traceback.print_exc()
         print(f"{PROG}: error: {error_line(e)}" + ("" if a.debug else " (--debug shows the traceback)"), file=sys.stderr)
         return 1
+    finally:
+        if main_thread: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     return 0
 
 if __name__ == "__main__" and "IPython" not in sys.modules: sys.exit(main())

@@ -185,7 +185,10 @@ class EncodedInteraction:
 _SKIP_FIX = "or set on_bad_record='skip' to skip such interactions and count them"
 
 def _special_strings(tokenizer) -> list[str]:
-    return [s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if s]
+    "Strings read as one control token: special tokens and added ones (`<jupyter_code>`), but not those the chat template writes (`<think>`)."
+    tpl = getattr(tokenizer, "chat_template", None) or ""
+    added = [s for s in (tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}) if s not in tpl]
+    return [s for s in dict.fromkeys([*(getattr(tokenizer, "all_special_tokens", None) or []), *added]) if s]
 
 def _check_special_text(tokenizer, it: Interaction):
     texts = [("x", m["content"]) for m in it.x] + [("y", it.y), ("o", it.o)]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/91_interactions.ipynb #6f19b625
 from __future__ import annotations
-import json, os, warnings
+import fcntl, json, os, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,8 +359,8 @@ def write_records(
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ([records] if isinstance(records, dict) else records)).encode()
     p = target if append else target.with_name(f".{target.name}.{os.getpid()}.tmp")   # replace: readers see old or new, not half
     fd = os.open(p, os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
-    try:                                          # O_APPEND, one write: appends of other processes never interleave with it
-        end = os.fstat(fd).st_size
+    try:                            # O_APPEND, one write under flock: other processes' appends neither interleave nor race the \n check
+        fcntl.flock(fd, fcntl.LOCK_EX); end = os.fstat(fd).st_size
         if end and os.pread(fd, 1, end - 1) != b"\n": data = b"\n" + data   # a last line without its newline stays its own line
         while data: data = data[os.write(fd, data):]
         if sync: os.fsync(fd)

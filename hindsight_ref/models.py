@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_models.ipynb #bd919d4d
 from __future__ import annotations
-import contextlib, fcntl, importlib.util, json, os, re, shutil, socket, tempfile, time, warnings
+import atexit, contextlib, fcntl, importlib.util, json, os, re, shutil, socket, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,9 +15,9 @@ from transformers.utils import logging as hf_logging
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
-           'build_once', 'quiet_loading', 'embedded_path', 'hub_reachable', 'check_chat_template', 'load_tokenizer',
-           'default_device', 'load_model', 'model_device', 'to_device', 'eval_mode', 'tiny_model', 'Architecture',
-           'architecture_tokenizer', 'architecture_config', 'random_model']
+           'build_once', 'FolderLockedError', 'lock_folder', 'quiet_loading', 'embedded_path', 'hub_reachable',
+           'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'model_device', 'to_device',
+           'eval_mode', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config', 'random_model']
 
 # %% ../nbs/90_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -98,6 +98,36 @@ def build_once(
         finally:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+# %% ../nbs/90_models.ipynb #54fc400c
+class FolderLockedError(RuntimeError):
+    "Another live process holds the folder's lock; the message names it and the fix."
+
+_HELD: dict[str, int] = {}   # the folders this process holds: resolved path -> open lock file
+
+def lock_folder(folder, what: str = "run") -> Path:
+    "Hold `folder/.lock` (pid and host in it) until this process exits; another live holder: `FolderLockedError`."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); f = folder / ".lock"
+    if (key := str(folder.resolve())) in _HELD: return f          # this process holds it already
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"; os.close(fd)
+        raise FolderLockedError(f"{folder} is in use by another {what} ({holder}): two {what}s writing into one folder would "
+                                f"mix their records. Fix: wait until that {what} ends, or choose another output_dir.") from None
+    except OSError as e:                                             # a file system without flock (some network mounts)
+        os.close(fd); warnings.warn(f"{f}: cannot lock ({e.strerror}); two {what}s started into {folder} would not be stopped.")
+        return f
+    if stale := os.pread(fd, 200, 0).decode(errors="replace").strip():   # its flock is gone: that process is gone
+        warnings.warn(f"{f}: taking over the lock of a {what} that ended without releasing it ({stale}, no longer running).")
+    os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    _HELD[key] = fd
+    return f
+
+@atexit.register
+def _release_folders():
+    for fd in _HELD.values(): os.ftruncate(fd, 0)      # a clean exit leaves no stale lock behind
+
 
 # %% ../nbs/90_models.ipynb #2a90d75a
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from .models import load_model, tiny_model
+from .models import load_model, tiny_model, lock_folder
 from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records, write_records
 from .train import TrainConfig, split_heldout
 from .trainers import make_trainer
@@ -177,8 +177,10 @@ def answers(
     return ys
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
+    lock_folder(out, "protocol run")                  # before anything is written: a second run into `out` fails at once
     cfg = TrainConfig.from_dict({"progress": False, **spec.train, "mode": mode, "output_dir": str(out / "train"), **extra})
-    if any((out / "train" / "checkpoints").glob("step-*[0-9]")): cfg.resume_from = "latest"
+    if any((out / "train" / n).exists() for n in ("checkpoints", "metrics.jsonl", "interactions.jsonl")):
+        cfg.resume_from = "latest"                    # (a run killed before its first checkpoint starts over)
     return cfg
 
 # %% ../nbs/32_protocols.ipynb #1efb5ef6

@@ -12,14 +12,14 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from .models import eval_mode, load_model, model_device, to_device
-from .data import Interaction
-from .contexts import encode_interactions, collate, get_template
+from .data import Interaction, interaction_name
+from .contexts import encode_interactions, collate, get_template, model_max_positions
 
 # %% auto #0
 __all__ = ['token_advantage', 'sequence_advantage', 'kl_divergence', 'naive_completion_logprobs', 'completion_hidden',
            'head_logits', 'selective_logprobs', 'completion_logprobs', 'batch_logprobs', 'batch_hidden',
            'hindsight_hidden', 'score_batch', 'completion_kl', 'interaction_kl', 'Signal', 'token_strings',
-           'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
+           'check_token_ids', 'hindsight_signal', 'separation_stats', 'separation', 'separation_ladder']
 
 # %% ../nbs/11_signal.ipynb #965b299a
 def token_advantage(logp_teacher: torch.Tensor, logp_student: torch.Tensor) -> torch.Tensor:
@@ -325,6 +325,15 @@ def _topk_alternatives(head, h_s, h_t, mask, k, by, chunk_size, softcap):
         ids[r], ps[r], pt[r] = top, qs.gather(-1, top), qt.gather(-1, top)
     return tuple(rearrange(a, "(b t) k -> b t k", b=B) for a in (ids, ps, pt))
 
+def check_token_ids(model, encs: list) -> None:
+    "Every token id of the encoded interactions has a row in the model's embedding; else an error naming the mismatch."
+    rows = model.get_input_embeddings().num_embeddings
+    for i, e in enumerate(encs):
+        if (top := max(e.teacher_ids + e.student_ids)) >= rows:
+            raise ValueError(f"{interaction_name(e.interaction, i)} encodes to token id {top}, beyond the model's {rows} embedding "
+                             f"rows: the tokenizer does not belong to the model (tokenizer/model mismatch). Fix: use the "
+                             f"tokenizer that belongs to the model.")
+
 def hindsight_signal(
     model,  # the causal language model
     tokenizer,  # the model's tokenizer (with a chat template)
@@ -354,7 +363,9 @@ def hindsight_signal(
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token (masks come from lengths).")
     tpl = get_template(template)
-    encs = encode_interactions(tokenizer, interactions, template=tpl, max_context_tokens=max_context_tokens)
+    encs = encode_interactions(tokenizer, interactions, template=tpl, max_context_tokens=max_context_tokens,
+                               max_positions=model_max_positions(model, tokenizer))   # the trainer's checks, in the same order
+    check_token_ids(model, encs)
     if student is not None:
         if top_k: raise ValueError("top_k > 0 needs the student's full distributions: do not pass student= with top_k.")
         if len(student) != len(encs): raise ValueError(f"student has {len(student)} Signals for {len(encs)} interactions.")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_trainers.ipynb #3c9afad7
 from __future__ import annotations
-import copy, json, math, random, shutil, time, warnings
+import copy, hashlib, json, math, random, shutil, signal, threading, time, warnings
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -13,18 +13,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import load_model, tiny_model, quiet_loading
+from .models import load_model, tiny_model, quiet_loading, lock_folder
 from .data import FilterReport, load_interactions, interaction_name, read_records, write_records
 from .contexts import encode_interactions, collate, end_of_turn_id, model_max_positions
 from .losses import ema_update_, check_mask
+from .signal import check_token_ids
 from .sampling import sample_interactions
 from .train import (TrainConfig, set_seed, epoch_order, split_heldout, make_optimizer, make_scheduler,
                                  prepare_model, hindsight_loss, train_step, step_stats, evaluate_hindsight_kl)
 
 # %% auto #0
 __all__ = ['RESUME_SAFE', 'CheckpointError', 'checkpoints_in', 'save_checkpoint', 'load_checkpoint', 'resume_conflicts',
-           'NonFiniteLossError', 'Trainer', 'LoggedSource', 'HindsightTrainer', 'read_metrics', 'OnlineSource',
-           'OnlineTrainer', 'recipes_dir', 'make_trainer']
+           'NonFiniteLossError', 'RunTerminated', 'fingerprint', 'Trainer', 'LoggedSource', 'HindsightTrainer',
+           'read_metrics', 'OnlineSource', 'OnlineTrainer', 'recipes_dir', 'make_trainer']
 
 # %% ../nbs/24_trainers.ipynb #965d4ab4
 class CheckpointError(RuntimeError):
@@ -79,6 +80,16 @@ def resume_conflicts(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
 class NonFiniteLossError(RuntimeError):
     "A loss or gradient was NaN or infinite and nan_policy is 'stop' (or the run diverged: too many steps skipped)."
 
+class RunTerminated(KeyboardInterrupt):
+    "SIGTERM stopped the run after its current step, which was saved as a checkpoint; `signum` makes the exit code 128 + 15."
+    signum = 15
+
+def fingerprint(item) -> str:
+    "A short content hash of one training item: an encoded interaction's token ids, or a context's messages."
+    b = (np.asarray(item.student_ids + [-1] + item.teacher_ids, dtype=np.int64).tobytes() if hasattr(item, "teacher_ids")
+         else json.dumps(item, sort_keys=True, ensure_ascii=False).encode())
+    return hashlib.sha256(b).hexdigest()[:16]
+
 class Trainer:
     "Hindsight training over a batch source: the loop, non-finite steps, an EMA teacher, the schedule, checkpoints, metrics."
 
@@ -127,11 +138,30 @@ class Trainer:
         return m
 
     def _check_output_dir(self):
-        if self.cfg.resume_from: return
-        found = [n for n in ("metrics.jsonl", "checkpoints", "final", "interactions.jsonl") if (self.out / n).exists()]
-        if found:
-            raise FileExistsError(f"output_dir {self.out} already holds a run ({', '.join(found)}). Starting another run there "
-                                  f"would mix or overwrite it. Fix: resume_from: latest to continue that run, or choose a new output_dir.")
+        "The one guard of every run: output_dir is locked for it, and never gets another run's records mixed in or overwritten."
+        out, r = self.out, self.cfg.resume_from
+        lock_folder(out)
+        found = [n for n in ("metrics.jsonl", "checkpoints", "final", "interactions.jsonl") if (out / n).exists()]
+        own = r == "latest" or (r is not None and Path(r).resolve().parent.parent == out.resolve())   # a checkpoint of this run
+        if found and not own:
+            fix = (f"keep resume_from: {r} and choose a new output_dir (that run's folder is not touched)" if r else
+                   "choose a new output_dir (resume_from: <one of its checkpoints> there trains on from it)" if "final" in found
+                   else "resume_from: latest to continue that run, or choose a new output_dir" if checkpoints_in(out) else
+                   f"resume_from: latest starts that run over (it saved no checkpoint), or `rm -r {out}`, or choose a new output_dir")
+            raise FileExistsError(f"output_dir {out} already holds a run ({', '.join(found)}). Starting another run there "
+                                  f"would mix or overwrite it. Fix: {fix}.")
+        if own and (out / "final").exists():
+            raise FileExistsError(f"output_dir {out} holds a finished run (final/): resuming there would overwrite its model. Fix: "
+                                  f"set output_dir to a new folder, with resume_from: {(checkpoints_in(out) or [out])[-1]} to train on.")
+
+    def _forget_after(self, step: int):
+        "Drop what an interrupted run recorded after the step it resumes from (and unreadable lines): those steps run again."
+        for p in (self.out / "metrics.jsonl", self.out / "interactions.jsonl"):
+            recs = [r for _, r in read_records(p)] if p.exists() else []
+            if len(keep := [r for r in recs if isinstance(r, dict) and r.get("step", 0) <= step]) < len(recs):
+                warnings.warn(f"{p}: {len(recs) - len(keep)} record(s) after step {step}, where the run resumes, are dropped "
+                              f"(those steps run again).")
+                write_records(p, keep, append=False)
 
     def encode(self, its):
         "Interactions encoded for this model, as the config says (bad ones skipped and reported with on_bad_record: skip)."
@@ -141,11 +171,7 @@ class Trainer:
                                    truncate_completion=c.truncate_completion, eot_id=self.eot,
                                    max_positions=model_max_positions(self.model, self.tok))
         if rep.n_skipped or rep.truncated: warnings.warn(rep.summary())
-        rows = self.model.get_input_embeddings().num_embeddings
-        for e in encs:
-            if max(e.teacher_ids + e.student_ids) >= rows:
-                raise ValueError(f"{interaction_name(e.interaction)} encodes to token id {max(e.teacher_ids + e.student_ids)}, "
-                                 f"beyond the model's {rows} embedding rows. Fix: use the tokenizer that belongs to the model.")
+        check_token_ids(self.model, encs)
         return encs
 
     # ---- one step ---------------------------------------------------------------------------
@@ -214,6 +240,9 @@ class Trainer:
         c, done = self.cfg, []
         target = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress, desc=f"{c.mode} hindsight")
+        stop, main = [], threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGTERM)
+        if main: signal.signal(signal.SIGTERM, lambda *_: stop.append(1))   # SIGTERM: like Ctrl-C, after the step in progress
         try:
             while self.step < target:
                 rec = self.take_step()
@@ -222,10 +251,14 @@ class Trainer:
                 done.append(rec); bar.update(1)
                 if rec["loss"] is not None and math.isfinite(rec["loss"]): bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 if c.save_every and self.step % c.save_every == 0: self.save_checkpoint()
+                if stop: raise RunTerminated(f"Terminated (SIGTERM) after step {self.step}, saved in {self.out / 'checkpoints'}: "
+                                             f"resume_from: latest continues the run.")
         except KeyboardInterrupt:   # keep the completed steps: resume_from: latest continues after the last one
             if self.step and not (self.out / "checkpoints" / f"step-{self.step:06d}").exists(): self.save_checkpoint()
             raise
-        finally: bar.close()
+        finally:
+            bar.close()
+            if main: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
         if self.step >= self.total_steps and self.skipped_in_a_row:
             raise NonFiniteLossError(f"The run ended on {self.skipped_in_a_row} skipped step(s) with a non-finite loss or "
                                      f"gradient: it diverged, and the model is not a result. Fix: lower lr (now {c.lr}), "
@@ -241,7 +274,8 @@ class Trainer:
                     rng=dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                              cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None),
                     position=dict(step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
-                                  skipped_in_a_row=self.skipped_in_a_row, n_train=self.n_items))
+                                  skipped_in_a_row=self.skipped_in_a_row, n_train=self.n_items),
+                    fingerprints=self.source.fingerprints)
 
     def save_checkpoint(self) -> Path:
         "A checkpoint of this step under output_dir/checkpoints; keeps the newest `keep_checkpoints`."
@@ -253,7 +287,10 @@ class Trainer:
     def resume(self, where):
         "Restore the checkpoint `where` (a folder, or 'latest': the newest readable one, falling back past broken ones)."
         candidates = [Path(where)] if where != "latest" else checkpoints_in(self.out)[::-1]
-        if not candidates: raise FileNotFoundError(f"resume_from: latest, but there is no checkpoint under {self.out / 'checkpoints'}.")
+        if not candidates:                                # killed before its first checkpoint: nothing to continue
+            if (self.out / "metrics.jsonl").exists() or (self.out / "interactions.jsonl").exists():
+                warnings.warn(f"resume_from: latest, but {self.out} holds no checkpoint: the run starts over from step 0.")
+            return self._forget_after(0)
         for i, path in enumerate(candidates):
             try: state, saved = load_checkpoint(path); break
             except CheckpointError as e:
@@ -265,6 +302,12 @@ class Trainer:
         if state["position"]["n_train"] != self.n_items:
             raise ValueError(f"The checkpoint {path} was made on {state['position']['n_train']} training items, this run has "
                              f"{self.n_items}: resuming on different data would not continue the same run.")
+        if (was := state.get("fingerprints")) is not None and was != self.source.fingerprints:
+            diff = [i for i, (a, b) in enumerate(zip(was, self.source.fingerprints)) if a != b]
+            name = interaction_name(self.encoded[diff[0]].interaction, diff[0]) if self.encoded else f"context {diff[0]}"
+            raise ValueError(f"Cannot resume from {path}: the training data changed since that checkpoint ({len(diff)} of "
+                             f"{self.n_items} items differ, the first: {name}: a data file edited in place, or other interactions); resuming "
+                             f"would not continue the same run. Fix: restore the data it started on, or start a new run in a new output_dir.")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, v in state["model"].items(): params[n].copy_(v)
@@ -276,6 +319,7 @@ class Trainer:
         pos = state["position"]
         self.step, self.epoch, self.step_in_epoch, self.skipped_in_a_row = (pos[k] for k in ("step", "epoch", "step_in_epoch",
                                                                                              "skipped_in_a_row"))
+        self._forget_after(self.step)
         return self
 
     def save(self, path=None) -> Path:
@@ -300,11 +344,12 @@ def _read_data(cfg: TrainConfig) -> list:
 
 class LoggedSource:
     "Batch source of logged interactions (x, y, o), encoded once when the trainer is ready; a micro-batch is a set of positions."
-    def __init__(self, interactions: list): self.interactions, self.encoded = list(interactions), []
+    def __init__(self, interactions: list): self.interactions, self.encoded, self.fingerprints = list(interactions), [], []
 
     def prepare(self, tr) -> int:
-        "Encode the interactions for the trainer's model (once, when it is ready); their number."
+        "Encode the interactions for the trainer's model (once, when it is ready) and hash them (checkpoints); their number."
         self.encoded = tr.encode(self.interactions)
+        self.fingerprints = [fingerprint(e) for e in self.encoded]
         return len(self.encoded)
 
     def micro_batches(self, items: list[list[int]], tr) -> list[tuple[list, list[int]]]:
@@ -339,6 +384,7 @@ class OnlineSource:
     "Batch source of contexts x and a user: each micro-batch is sampled from the current policy, answered and encoded."
     def __init__(self, contexts: list, user):
         self.contexts, self.user, self.n_empty = [list(x) for x in contexts], user, 0
+        self.fingerprints = [fingerprint(x) for x in self.contexts]
         if not self.contexts: raise ValueError("The online trainer got no contexts x to sample from: pass prompts=[...] (or data).")
         for i, x in enumerate(self.contexts):
             if not x or x[-1].get("role") != "user":

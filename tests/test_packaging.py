@@ -173,6 +173,8 @@ def test_build_metadata_and_contents(built):
         files, meta = set(z.namelist()), z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     recipes = {p.name for p in (PKG / "recipes").glob("*.yaml")}
     assert recipes and recipes == {Path(f).name for f in files if f.startswith("hindsight_ref/recipes/")}
+    launch = {p.name for p in (PKG / "launch").iterdir() if p.is_file()}      # the launcher configs (hindsight_ref.hf)
+    assert launch and launch == {Path(f).name for f in files if f.startswith("hindsight_ref/launch/")}
     shipped = {str(p.relative_to(ROOT)) for p in (PKG / "fixtures").rglob("*") if p.is_file()}
     assert shipped and shipped <= files, sorted(shipped - files)
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files) and "hindsight_ref/toyworld/model.py" in files

@@ -215,7 +215,7 @@ def test_a_used_output_dir_is_never_overwritten(tmp_path, tok, fx):
     a = HindsightTrainer(cfg(tmp_path, save_every=1), *reading_model(tok), interactions=fx[:4])
     a.train(); a.save()
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(FileExistsError, match="resume_from: latest"):
+    with pytest.raises(FileExistsError, match="already holds a run .*final.*new output_dir"):
         HindsightTrainer(cfg(tmp_path), *reading_model(tok), interactions=fx[:4])
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
 

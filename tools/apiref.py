@@ -17,7 +17,7 @@ COURSE = [
     ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
     ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
                                            "toyworld.experiments"]),
-    ("Appendices, the engineering", ["models", "data", "fused", "backends", "demo", "cli"]),
+    ("Appendices, the engineering", ["models", "data", "fused", "backends", "hf", "demo", "cli"]),
 ]
 # Public because other modules, the notebook or the tests use them, but not what a user of the library calls: listed
 # last on their page, marked.
