@@ -26,7 +26,12 @@ __all__ = ['HindsightModule', 'HindsightCollator', 'training_arguments', 'encode
 # %% ../nbs/94_hf_trainer.ipynb #9cf5daee
 class HindsightModule(torch.nn.Module):
     "A causal LM whose `forward` is `hindsight_loss` of a collated batch, so that DDP, FSDP and ZeRO-3 see one forward."
-    def __init__(self, model, loss_args: dict, ref=None):
+    def __init__(
+        self,
+        model,  # the policy (student and live teacher)
+        loss_args: dict,  # keyword arguments of train.hindsight_loss (TrainConfig.loss_args())
+        ref=None,  # the anchor's frozen reference model (None: no anchor, or the LoRA base weights)
+    ):
         super().__init__()
         self.model, self.loss_args = model, dict(loss_args)
         self._ref = (ref,)                 # in a tuple: the anchor's reference is neither trained nor saved with the module
@@ -57,7 +62,12 @@ def training_arguments(cfg: TrainConfig, **overrides) -> TrainingArguments:
               disable_tqdm=not cfg.progress)
     return TrainingArguments(**{**kw, **overrides})
 
-def encode_for(cfg: TrainConfig, model, tok, interactions: list) -> list:
+def encode_for(
+    cfg: TrainConfig,  # the training config
+    model,  # the model (its position limit is checked)
+    tok,  # its tokenizer
+    interactions: list,  # the interactions (x, y, o)
+) -> list:
     "The interactions encoded as the config says (template, token limits, bad records), the Trainer's `train_dataset`."
     return encode_interactions(tok, interactions, template=cfg.template, on_bad_record=cfg.on_bad_record,
                                report=FilterReport("encode", unit="interactions"), max_context_tokens=cfg.max_context_tokens,
@@ -69,7 +79,15 @@ class HindsightHFTrainer(_HFTrainer):
     "transformers' `Trainer` whose loss is the library's `hindsight_loss` over encoded interactions (offline, live teacher)."
     loss_is_scaled_for_ga = True                # compute_loss divides by the step's sequences itself
 
-    def __init__(self, cfg: TrainConfig, model, tok, train_dataset: list, args: TrainingArguments | None = None, **kw):
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the training config (mode offline, teacher live)
+        model,  # the model to train
+        tok,  # its tokenizer
+        train_dataset: list,  # encoded interactions (encode_for)
+        args: TrainingArguments | None = None,  # transformers TrainingArguments (None: made from cfg, training_arguments)
+        **kw,  # passed on to `transformers.Trainer`
+    ):
         if cfg.mode != "offline":
             raise ValueError("HindsightHFTrainer trains offline, on logged (x, y, o); for mode: online use trainers.OnlineTrainer.")
         if cfg.teacher != "live":
@@ -89,7 +107,13 @@ class HindsightHFTrainer(_HFTrainer):
         n = torch.tensor(sum(int((b["loss_mask"].sum(-1) > 0).sum()) for b in batch_samples), device=device)
         return self.accelerator.gather(n).sum() if self.args.world_size > 1 else n
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(
+        self,
+        model,  # the HindsightModule
+        inputs,  # a collated micro-batch
+        return_outputs=False,  # also return the module's output
+        num_items_in_batch=None,  # N, sequences in the whole optimizer step across processes (None: the mean of this micro-batch)
+    ):
         "P / N times the sum of this micro-batch's per-sequence losses (the mean when N is not given, e.g. in evaluation)."
         out = model(**inputs)
         loss = out.loss.mean() if num_items_in_batch is None else out.loss.sum() * self.accelerator.num_processes / num_items_in_batch
