@@ -26,12 +26,9 @@ __all__ = ['HindsightModule', 'HindsightCollator', 'training_arguments', 'encode
 # %% ../nbs/94_hf_trainer.ipynb #9cf5daee
 class HindsightModule(torch.nn.Module):
     "A causal LM whose `forward` is `hindsight_loss` of a collated batch, so that DDP, FSDP and ZeRO-3 see one forward."
-    def __init__(
-        self,
-        model,  # the policy (student and live teacher)
-        loss_args: dict,  # keyword arguments of train.hindsight_loss (TrainConfig.loss_args())
-        ref=None,  # the anchor's frozen reference model (None: no anchor, or the LoRA base weights)
-    ):
+    def __init__(self, model,              # the causal LM to train
+                 loss_args: dict,          # keyword arguments of `hindsight_loss`, e.g. `TrainConfig.loss_args()`
+                 ref=None):                # the anchor's frozen reference model (ref_kl > 0 without LoRA), else None
         super().__init__()
         self.model, self.loss_args = model, dict(loss_args)
         self._ref = (ref,)                 # in a tuple: the anchor's reference is neither trained nor saved with the module
@@ -54,20 +51,20 @@ class HindsightCollator:
 # %% ../nbs/94_hf_trainer.ipynb #af4f74bc
 def training_arguments(cfg: TrainConfig, **overrides) -> TrainingArguments:
     "`TrainingArguments` that say what `cfg` says (batch per process, accumulation, steps, clipping, seed); `overrides` win."
+    bf16 = cfg.bf16 if cfg.bf16 is not None else torch.cuda.is_available() and not overrides.get("use_cpu")   # as trainers.Trainer
     kw = dict(output_dir=cfg.output_dir, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
               num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, max_grad_norm=cfg.max_grad_norm or 0.0,
-              learning_rate=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bool(cfg.bf16),
+              learning_rate=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, bf16=bool(bf16),
               logging_steps=cfg.log_every, save_strategy="steps" if cfg.save_every else "no", save_steps=cfg.save_every or 500,
               save_total_limit=cfg.keep_checkpoints or None, remove_unused_columns=False, report_to="none",
               disable_tqdm=not cfg.progress)
     return TrainingArguments(**{**kw, **overrides})
 
-def encode_for(
-    cfg: TrainConfig,  # the training config
-    model,  # the model (its position limit is checked)
-    tok,  # its tokenizer
-    interactions: list,  # the interactions (x, y, o)
-) -> list:
+def encode_for(cfg: TrainConfig,           # the run's config: template, token limits, on_bad_record
+               model,                      # the causal LM (its context length bounds the encoded length)
+               tok,                        # its tokenizer, with a chat template
+               interactions: list          # logged `data.Interaction`s (x, y, o)
+              ) -> list:
     "The interactions encoded as the config says (template, token limits, bad records), the Trainer's `train_dataset`."
     return encode_interactions(tok, interactions, template=cfg.template, on_bad_record=cfg.on_bad_record,
                                report=FilterReport("encode", unit="interactions"), max_context_tokens=cfg.max_context_tokens,
@@ -79,15 +76,12 @@ class HindsightHFTrainer(_HFTrainer):
     "transformers' `Trainer` whose loss is the library's `hindsight_loss` over encoded interactions (offline, live teacher)."
     loss_is_scaled_for_ga = True                # compute_loss divides by the step's sequences itself
 
-    def __init__(
-        self,
-        cfg: TrainConfig,  # the training config (mode offline, teacher live)
-        model,  # the model to train
-        tok,  # its tokenizer
-        train_dataset: list,  # encoded interactions (encode_for)
-        args: TrainingArguments | None = None,  # transformers TrainingArguments (None: made from cfg, training_arguments)
-        **kw,  # passed on to `transformers.Trainer`
-    ):
+    def __init__(self, cfg: TrainConfig,   # the run's config: the loss and its options, optimizer, schedule, batch
+                 model,                    # the causal LM to train (prepared here: dropout off, LoRA, checkpointing)
+                 tok,                      # its tokenizer (saved with each checkpoint)
+                 train_dataset: list,      # encoded interactions, from `encode_for`
+                 args: TrainingArguments | None = None,   # the Trainer's arguments; None: `training_arguments(cfg)`
+                 **kw):                    # passed on to `transformers.Trainer` (callbacks, ...)
         if cfg.mode != "offline":
             raise ValueError("HindsightHFTrainer trains offline, on logged (x, y, o); for mode: online use trainers.OnlineTrainer.")
         if cfg.teacher != "live":
@@ -107,13 +101,10 @@ class HindsightHFTrainer(_HFTrainer):
         n = torch.tensor(sum(int((b["loss_mask"].sum(-1) > 0).sum()) for b in batch_samples), device=device)
         return self.accelerator.gather(n).sum() if self.args.world_size > 1 else n
 
-    def compute_loss(
-        self,
-        model,  # the HindsightModule
-        inputs,  # a collated micro-batch
-        return_outputs=False,  # also return the module's output
-        num_items_in_batch=None,  # N, sequences in the whole optimizer step across processes (None: the mean of this micro-batch)
-    ):
+    def compute_loss(self, model,          # the (wrapped) `HindsightModule`
+                     inputs,               # one collated micro-batch
+                     return_outputs=False, # also return the `LossOut`
+                     num_items_in_batch=None):   # N, the step's sequences over all processes
         "P / N times the sum of this micro-batch's per-sequence losses (the mean when N is not given, e.g. in evaluation)."
         out = model(**inputs)
         loss = out.loss.mean() if num_items_in_batch is None else out.loss.sum() * self.accelerator.num_processes / num_items_in_batch

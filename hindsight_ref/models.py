@@ -15,9 +15,10 @@ from transformers.utils import logging as hf_logging
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
-           'build_once', 'FolderLockedError', 'lock_folder', 'quiet_loading', 'embedded_path', 'hub_reachable',
-           'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'model_device', 'to_device',
-           'eval_mode', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config', 'random_model']
+           'build_once', 'FolderLockedError', 'lock_folder', 'unlock_folder', 'quiet_loading', 'embedded_path',
+           'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'model_device',
+           'to_device', 'eval_mode', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config',
+           'random_model']
 
 # %% ../nbs/90_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -103,12 +104,12 @@ def build_once(
 class FolderLockedError(RuntimeError):
     "Another live process holds the folder's lock; the message names it and the fix."
 
-_HELD: dict[str, int] = {}   # the folders this process holds: resolved path -> open lock file
+_HELD: dict[str, list] = {}   # the folders this process holds: resolved path -> [open lock file, number of holds]
 
 def lock_folder(folder, what: str = "run") -> Path:
-    "Hold `folder/.lock` (pid and host in it) until this process exits; another live holder: `FolderLockedError`."
+    "Hold `folder/.lock` (pid and host in it) until `unlock_folder` or exit; another live holder: `FolderLockedError`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); f = folder / ".lock"
-    if (key := str(folder.resolve())) in _HELD: return f          # this process holds it already
+    if (key := str(folder.resolve())) in _HELD: _HELD[key][1] += 1; return f   # this process holds it already
     fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,12 +122,19 @@ def lock_folder(folder, what: str = "run") -> Path:
     if stale := os.pread(fd, 200, 0).decode(errors="replace").strip():   # its flock is gone: that process is gone
         warnings.warn(f"{f}: taking over the lock of a {what} that ended without releasing it ({stale}, no longer running).")
     os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-    _HELD[key] = fd
+    _HELD[key] = [fd, 1]
     return f
+
+def unlock_folder(folder):
+    "Let go of one hold on `folder/.lock`; the last one empties the file and releases the lock."
+    h = _HELD.get(key := str(Path(folder).resolve()))
+    if h is None: return
+    h[1] -= 1
+    if h[1] == 0: del _HELD[key]; os.ftruncate(h[0], 0); os.close(h[0])
 
 @atexit.register
 def _release_folders():
-    for fd in _HELD.values(): os.ftruncate(fd, 0)      # a clean exit leaves no stale lock behind
+    for fd, _ in _HELD.values(): os.ftruncate(fd, 0)   # a clean exit leaves no stale lock behind
 
 
 # %% ../nbs/90_models.ipynb #2a90d75a

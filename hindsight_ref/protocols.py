@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from .models import load_model, tiny_model, lock_folder
+from .models import load_model, tiny_model, lock_folder, unlock_folder
 from .data import fixture_interactions, load_wildchat, load_wildfeedback, load_interactions, read_records, write_records
 from .train import TrainConfig, split_heldout
 from .trainers import make_trainer
@@ -177,7 +177,6 @@ def answers(
     return ys
 
 def _train_config(spec: Protocol, mode: str, out: Path, **extra) -> TrainConfig:
-    lock_folder(out, "protocol run")                  # before anything is written: a second run into `out` fails at once
     cfg = TrainConfig.from_dict({"progress": False, **spec.train, "mode": mode, "output_dir": str(out / "train"), **extra})
     if any((out / "train" / n).exists() for n in ("checkpoints", "metrics.jsonl", "interactions.jsonl")):
         cfg.resume_from = "latest"                    # (a run killed before its first checkpoint starts over)
@@ -303,7 +302,9 @@ def run_protocol(
 ):
     "Run (or resume) a protocol file or `Protocol`: personalization returns its curve records, offline its report."
     spec = spec if isinstance(spec, Protocol) else Protocol.from_yaml(spec, **overrides)
-    return (run_personalization if spec.protocol == "personalization" else run_offline)(spec, load=load, verbose=verbose)
+    lock_folder(spec.output_dir, "protocol run")      # before anything is written: a second run into the folder fails at once
+    try: return (run_personalization if spec.protocol == "personalization" else run_offline)(spec, load=load, verbose=verbose)
+    finally: unlock_folder(spec.output_dir)
 
 # %% ../nbs/32_protocols.ipynb #537b7388
 H200 = dict(train_tflops=161.0, gen_tokens_per_s=2363.0, gen_params=0.596e9, memory_gb=139.0)   # rates measured on one H200 for

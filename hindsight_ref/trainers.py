@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_trainers.ipynb #3c9afad7
 from __future__ import annotations
-import copy, hashlib, json, math, random, shutil, signal, threading, time, warnings
+import copy, hashlib, json, math, random, shutil, signal, threading, time, warnings, weakref
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import load_model, tiny_model, quiet_loading, lock_folder
+from .models import load_model, tiny_model, quiet_loading, lock_folder, unlock_folder
 from .data import FilterReport, load_interactions, interaction_name, read_records, write_records
 from .contexts import encode_interactions, collate, end_of_turn_id, model_max_positions
 from .losses import ema_update_, check_mask
@@ -140,7 +140,7 @@ class Trainer:
     def _check_output_dir(self):
         "The one guard of every run: output_dir is locked for it, and never gets another run's records mixed in or overwritten."
         out, r = self.out, self.cfg.resume_from
-        lock_folder(out)
+        lock_folder(out); self.unlock = weakref.finalize(self, unlock_folder, out)   # held while this trainer lives
         found = [n for n in ("metrics.jsonl", "checkpoints", "final", "interactions.jsonl") if (out / n).exists()]
         own = r == "latest" or (r is not None and Path(r).resolve().parent.parent == out.resolve())   # a checkpoint of this run
         if found and not own:
@@ -148,11 +148,12 @@ class Trainer:
                    "choose a new output_dir (resume_from: <one of its checkpoints> there trains on from it)" if "final" in found
                    else "resume_from: latest to continue that run, or choose a new output_dir" if checkpoints_in(out) else
                    f"resume_from: latest starts that run over (it saved no checkpoint), or `rm -r {out}`, or choose a new output_dir")
-            raise FileExistsError(f"output_dir {out} already holds a run ({', '.join(found)}). Starting another run there "
-                                  f"would mix or overwrite it. Fix: {fix}.")
+            self.unlock(); raise FileExistsError(f"output_dir {out} already holds a run ({', '.join(found)}). Starting another "
+                                                 f"run there would mix or overwrite it. Fix: {fix}.")
         if own and (out / "final").exists():
-            raise FileExistsError(f"output_dir {out} holds a finished run (final/): resuming there would overwrite its model. Fix: "
-                                  f"set output_dir to a new folder, with resume_from: {(checkpoints_in(out) or [out])[-1]} to train on.")
+            self.unlock(); raise FileExistsError(f"output_dir {out} holds a finished run (final/): resuming there would overwrite "
+                                                 f"its model. Fix: set output_dir to a new folder, with resume_from: "
+                                                 f"{(checkpoints_in(out) or [out])[-1]} to train on.")
 
     def _forget_after(self, step: int):
         "Drop what an interrupted run recorded after the step it resumes from (and unreadable lines): those steps run again."

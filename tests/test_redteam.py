@@ -136,6 +136,27 @@ def test_cli_exits_143_on_sigterm_with_how_to_resume(monkeypatch, capsys, tmp_pa
     assert cli.main(["train", str(cfg)]) == 143 and signal.getsignal(signal.SIGTERM) is not None
 
 
+def test_sigterm_on_a_real_cli_run_saves_the_step_and_exits_143(tmp_path):
+    "`hindsight-ref train` with no checkpointing of its own, stopped by SIGTERM (as a scheduler does) once it has trained."
+    import time
+    from hindsight_ref.trainers import checkpoints_in
+    cfg, run = tmp_path / "cfg.yaml", tmp_path / "run"
+    cfg.write_text(f"model: tiny\nmax_steps: 10000\nbatch_size: 2\ngrad_accum: 1\nprogress: false\noutput_dir: {run}\n")
+    p = subprocess.Popen([sys.executable, "-m", "hindsight_ref.cli", "train", str(cfg)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    t0 = time.time()
+    while not (run / "metrics.jsonl").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < 300, "no step was logged"
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, (p.returncode, err)
+    assert "terminated (SIGTERM)" in err and "resume_from=latest" in err and "Traceback" not in err
+    (ck,) = checkpoints_in(run)
+    assert ck.name in err and steps(run)[-1] == int(ck.name.removeprefix("step-"))             # every logged step is saved
+
+
 def test_a_run_killed_before_its_first_checkpoint_is_rerun_consistently(tmp_path, tok, fx):
     out = tmp_path / "run"
     trainer(tok, out, fx[:6], save_every=None, max_steps=3).train(stop_after=2)                 # killed: records, no checkpoint
@@ -158,13 +179,14 @@ def test_records_after_the_resumed_checkpoint_are_not_duplicated(tmp_path, tok, 
 
 
 # ---- (5) a lock on the output folder -------------------------------------------------------------------------------------
-HOLD = ("import sys, time; from hindsight_ref.models import lock_folder; lock_folder(sys.argv[1]); print('held', flush=True); "
-        "time.sleep(120)")
+HOLD = ("import fcntl, os, socket, sys, time; fd = os.open(os.path.join(sys.argv[1], '.lock'), os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode()); "
+        "print('held', flush=True); time.sleep(120)")   # a run's lock as models.lock_folder holds it (no torch to import)
 
 
 def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_over(tmp_path, tok, fx):
     from hindsight_ref.models import FolderLockedError
-    out = tmp_path / "run"
+    out = tmp_path / "run"; out.mkdir()
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
@@ -183,6 +205,9 @@ def test_a_second_run_into_a_used_folder_fails_and_a_dead_runs_lock_is_taken_ove
         tr = trainer(tok, out, fx[:4])
     tr.train()
     assert steps(out) == [1, 2, 3, 4] and (out / ".lock").read_text().startswith(f"pid {os.getpid()}")
+    del tr                                                                                   # a trainer holds it while it lives
+    import gc; gc.collect()
+    assert (out / ".lock").read_text() == ""
 
 
 def test_a_folder_that_cannot_be_locked_says_so(tmp_path, monkeypatch):
