@@ -5,9 +5,9 @@
 #   make docs        build the site into docs/_site/ (no Quarto needed); open docs/_site/index.html
 #   make docs-check  install Chromium when missing (Debian: apt-get install chromium chromium-driver), build the
 #                    site, open every page in headless Chromium (titles, console errors, images, math, links, the
-#                    API's source links, the search box) and save a screenshot of the landing page; prints the pages
-#                    (notebooks and one per module), images, links checked and the API entries without a full
-#                    parameter table
+#                    API's source links and parameter tables, the search box) and save a screenshot of the landing
+#                    page; prints the pages (notebooks and one per module), images, links checked and the API entries
+#                    without a full parameter table (a failure when there is one)
 .PHONY: demo test env sync nbtest pytest docs docs-check browser slow clean-notebooks
 
 VENV := .venv/bin

@@ -182,6 +182,8 @@ def test_the_course_table_names_the_package_modules():
     named = [s for _, ss in apiref.COURSE for s in ss]
     assert len(named) == len(set(named)) and set(named) <= shorts, sorted(set(named) - shorts)
     assert {h.rsplit(".", 1)[0] for h in apiref.HELPERS} <= shorts
+    gone = [h for h in apiref.HELPERS if h.rsplit(".", 1)[1] not in importlib.import_module("hindsight_ref." + h.rsplit(".", 1)[0]).__all__]
+    assert not gone, f"HELPERS names that are no longer public (remove them from tools/apiref.py): {gone}"
 
 
 def test_every_public_callable_describes_its_parameters():

@@ -19,9 +19,13 @@ COURSE = [
                                            "toyworld.experiments"]),
     ("Appendices, the engineering", ["models", "data", "fused", "backends", "hf", "demo", "cli"]),
 ]
-# Public because other modules share them, but not what a user of the library calls: listed last on their page, marked.
+# Public because other modules, the notebook or the tests use them, but not what a user of the library calls: listed
+# last on their page, marked.
 HELPERS = {"models.cache_dir", "models.file_lock", "models.build_once", "models.quiet_loading", "toyworld.model.torch_threads",
-           "cli.OneLineParser", "cli.int_at_least", "cli.error_line", "demo.recipe_text", "demo.demo_command", "demo.run_info"}
+           "cli.OneLineParser", "cli.int_at_least", "cli.error_line", "cli.resume_hint", "demo.recipe_text", "demo.demo_command",
+           "demo.run_info", "viz.emoji_font", "viz.font_family", "viz.is_emoji", "viz.text_width", "viz.char_spans",
+           "probe.figure_png", "probe.probe_html", "protocols.cache_key", "protocols.optimizer_state_bytes",
+           "trainers.checkpoints_in", "trainers.resume_conflicts"}
 SIG_WIDTH = 76  # what the page's column shows without scrolling
 MIN_PARAMS = 3  # a public callable with this many parameters or more needs every one of them described
 

@@ -125,8 +125,8 @@ def module_body(page, m, nb_page, label, code_of):
         if not part: continue
         if helpers:
             page.headings.append((2, page.new_id("helpers"), "Helpers"))
-            body.append('<h2 id="helpers">Helpers</h2><p>Public because other modules share them; a user of the library '
-                        'does not need them.</p>')
+            body.append('<h2 id="helpers">Helpers</h2><p>Public because other modules, the notebook or the tests use them; '
+                        'a user of the library does not need them.</p>')
         for e in part:
             for q in [e.qualname, *(x.qualname for x in e.members)]: page.free_id(q)
             page.headings.append((3, e.qualname, f"<code>{html.escape(e.name)}</code>"))
