@@ -26,7 +26,7 @@ test: env
 	@bash tools/test.sh
 
 slow: env
-	$(VENV)/nbdev_test --flags slow --timing
+	HINDSIGHT_REF_SLOW=1 $(VENV)/nbdev_test --flags slow --timing
 
 docs: env
 	$(VENV)/python tools/build_docs.py --out docs/_site

@@ -14,11 +14,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
+__all__ = ['EMBEDDED', 'DEFAULT_MODEL', 'SLOW_ENV', 'ARCHITECTURES', 'ModelLoadError', 'EmbeddedModel', 'cache_dir', 'file_lock',
            'build_once', 'FolderLockedError', 'lock_folder', 'unlock_folder', 'quiet_loading', 'embedded_path',
            'hub_reachable', 'check_chat_template', 'load_tokenizer', 'default_device', 'load_model', 'model_device',
-           'to_device', 'eval_mode', 'tiny_model', 'Architecture', 'architecture_tokenizer', 'architecture_config',
-           'random_model', 'base_model_ref', 'model_card', 'save_model']
+           'to_device', 'eval_mode', 'run_slow', 'tiny_model', 'Architecture', 'architecture_tokenizer',
+           'architecture_config', 'random_model', 'base_model_ref', 'model_card', 'save_model']
 
 # %% ../nbs/90_models.ipynb #1dca8e3d
 class ModelLoadError(RuntimeError):
@@ -303,6 +303,19 @@ def eval_mode(model):
     try: yield model
     finally:
         for m, was in modes: m.training = was
+
+# %% ../nbs/90_models.ipynb #4acfc3f5
+SLOW_ENV = "HINDSIGHT_REF_SLOW"
+
+def run_slow(cost: str) -> bool:
+    "Whether a notebook's slow cell runs: only when `HINDSIGHT_REF_SLOW=1`; else print its `cost` and how to run it."
+    if not cost.strip(): raise ValueError("run_slow needs the cell's cost, e.g. 'about 5 min on 2 CPU cores'.")
+    v = os.environ.get(SLOW_ENV, "").strip().lower()
+    if v in ("1", "true", "yes"): return True
+    if v not in ("", "0", "false", "no"):
+        raise ValueError(f"{SLOW_ENV}={v!r} is neither on nor off. Fix: set it to 1 to run the slow cells, or 0 to skip them.")
+    print(f"Skipped: this cell takes {cost}. To run it, set {SLOW_ENV}=1 (in a notebook: %env {SLOW_ENV}=1) and run it again.")
+    return False
 
 # %% ../nbs/90_models.ipynb #89ab1f6d
 def tiny_model(
