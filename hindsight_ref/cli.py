@@ -67,7 +67,11 @@ def find_recipe(name_or_path) -> Path:
     raise FileNotFoundError(f"No config file at {p}, and no shipped recipe of that name" + (f" (did you mean {', '.join(close)}?)"
                             if close else "") + f". Fix: pass the path of a YAML file, or a name that `{PROG} recipes` lists.")
 
-def check_kind(path, recipe: dict, command: str):
+def check_kind(
+    path,  # what the user named: a recipe name or a file path (quoted in the error)
+    recipe: dict,  # the recipe, as read from the file
+    command: str,  # the command it was given to: 'train' or 'protocol'
+):
     "Stop a recipe given to the command of the other kind, naming the command that runs it."
     kind = recipe_kind(recipe)
     if kind == command: return

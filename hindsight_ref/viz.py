@@ -450,7 +450,7 @@ def before_after_tokens(
     tokens: Sequence[str] | None = None,  # x tick labels (None: the Signal's tokens)
     values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
     absolute: bool = False,  # plot |value|
-    labels=("base model", "trained model"),  # legend names of before and after
+    labels=("base model", "trained model"),  # legend names: the untrained model, then the trained one
     ylabel: str = KL_LABEL,  # y axis label
     max_labels: int = 48,  # label the x axis only when there are at most this many tokens
 ):
@@ -477,7 +477,7 @@ def before_after_scatter(
     ax=None,  # matplotlib Axes to draw on (None: a new figure)
     values="advantage",  # what to colour: a Signal attribute ('advantage' = A_i, 'logp_student', ...) or an array per token
     absolute: bool = False,  # average |value|
-    labels=("base model", "trained model"),  # axis names of before and after
+    labels=("base model", "trained model"),  # axis names: the untrained model, then the trained one
     quantity: str = "mean KL(student ‖ teacher)",  # what is averaged, for the axis labels
     label: str | None = None,  # legend label of the points
     color: str = AFTER_COLOR,  # colour of the points

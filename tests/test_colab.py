@@ -18,6 +18,7 @@ NEEDS = {
     "emoji": r"\bemoji_font\(",
     "lora": r"\bLoraConfig\b|\bimport peft\b|\bfrom peft\b",
     "8bit": r"\bimport bitsandbytes\b",
+    "hf": r"\bHindsightHFTrainer\(|\bTrainingArguments\(",
 }
 COST = re.compile(r"\b\d+(\.\d+)?\s?(s|min|minutes?|h|hours?|GB)\b.*\b(CPU|GPU)|\b(CPU|GPU)\b.*\b\d+(\.\d+)?\s?(s|min|minutes?|h|hours?|GB)\b")
 
