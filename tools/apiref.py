@@ -16,7 +16,7 @@ COURSE = [
     ("Part I, the signal", ["contexts", "signal", "viz", "probe"]),
     ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
     ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
-                                           "toyworld.experiments"]),
+                                           "toyworld.experiments", "toyworld.stability"]),
     ("Appendices, the engineering", ["models", "data", "fused", "backends", "demo", "cli"]),
 ]
 # Public because other modules share them, but not what a user of the library calls: listed last on their page, marked.
