@@ -4,7 +4,7 @@
 
 # %% ../../nbs/36_stability.ipynb #ed462c9f
 from __future__ import annotations
-import itertools, json, math, os, time
+import itertools, json, os, time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
