@@ -68,7 +68,12 @@ def collapse_onset(history: list[dict], rule: dict = COLLAPSE_RULE) -> int | Non
 
 # %% ../../nbs/36_stability.ipynb #01d31217
 @torch.no_grad()
-def answer_stats(model, tok, xs: list, ys: list[str], batch_size: int = 64) -> dict:
+def answer_stats(model,                 # the causal LM scored
+                 tok,                   # its tokenizer
+                 xs: list,              # contexts x, one message list each
+                 ys: list[str],         # answers y to score (empty ones are left out)
+                 batch_size: int = 64,  # interactions per forward pass
+                ) -> dict:
     "Mean per-token entropy (full vocabulary) and mean per-token log-prob of `model` along answers `ys` to contexts `xs`."
     its = [Interaction(x=x, y=y, o="ok .") for x, y in zip(xs, ys) if y]        # o is unused: the student side only
     if not its: raise ValueError("answer_stats got no non-empty answer; sample with more max_new_tokens or check the model.")
@@ -83,8 +88,15 @@ def answer_stats(model, tok, xs: list, ys: list[str], batch_size: int = 64) -> d
 
 class StabilityProbe:
     "Everything logged along a run, against the base model: win rate, drift, entropy, self-ROUGE-L, log-prob drift, KL."
-    def __init__(self, base, tok, persona="less_filler", n: int = 256, n_rouge: int = 16, k_rouge: int = 3,
-                 temperature_rouge: float = 0.7, n_kl: int = 64, seed: int = 1234):
+    def __init__(self, base,                        # the base model everything is measured against
+                 tok,                               # its tokenizer
+                 persona="less_filler",             # the user's persona (its judge gives the win rate)
+                 n: int = 256,                      # held-out requests for win rate, drift, entropy and log-prob
+                 n_rouge: int = 16,                 # requests for self-ROUGE-L
+                 k_rouge: int = 3,                  # samples per request for self-ROUGE-L
+                 temperature_rouge: float = 0.7,    # their sampling temperature
+                 n_kl: int = 64,                    # base answers the KL to the base is measured along
+                 seed: int = 1234):                 # seed of the requests and of every sample
         self.tok, self.persona, self.k, self.t_rouge = tok, world_persona(persona), k_rouge, temperature_rouge
         self.ev = WorldEvaluator(base, tok, personas=(self.persona.name,), n=n, seed=seed)
         self.rouge_xs = [x for x in world_prompts(n_rouge, seed + 2, EVAL_TOPICS) for _ in range(k_rouge)]
@@ -120,7 +132,11 @@ TEACHERS = {"live": dict(teacher="live"), "frozen": dict(teacher="frozen"),
 ANCHORS = {"anchor off": 0.0, "anchor on": 2.0}          # ref_kl: 0 is the paper's loss, 2 the toy world's default
 LRS = (1e-3, 3e-3)                                        # the toy world's learning rate and three times it
 
-def grid_cells(teachers=tuple(TEACHERS), anchors=tuple(ANCHORS), lrs=LRS, seeds=(0, 1, 2)) -> list[dict]:
+def grid_cells(teachers=tuple(TEACHERS),  # names in TEACHERS
+               anchors=tuple(ANCHORS),    # names in ANCHORS
+               lrs=LRS,                   # learning rates
+               seeds=(0, 1, 2),           # seeds of the trainer and the user
+              ) -> list[dict]:
     "Every run of the grid: one dict per (teacher, anchor, learning rate, seed), names as in TEACHERS and ANCHORS."
     bad = [t for t in teachers if t not in TEACHERS] + [a for a in anchors if a not in ANCHORS]
     if bad: raise KeyError(f"Unknown grid setting(s) {bad}; teachers are {list(TEACHERS)}, anchors {list(ANCHORS)}.")
@@ -130,7 +146,12 @@ def run_key(cell: dict) -> str:
     "A file-name-safe name of one run, e.g. 'EMA-0.01_anchor-on_lr0.001_seed2'."
     return f"{cell['teacher'].replace(' ', '-')}_{cell['anchor'].replace(' ', '-')}_lr{cell['lr']:g}_seed{cell['seed']}"
 
-def stability_run(cell: dict, n_interactions: int, every: int, probe: StabilityProbe, persona=None) -> dict:
+def stability_run(cell: dict,             # teacher, anchor, lr and seed (one of `grid_cells`)
+                  n_interactions: int,    # online interactions in the run
+                  every: int,             # measure every this many interactions
+                  probe: StabilityProbe,  # what is measured
+                  persona=None,           # the user's persona (default: the probe's)
+                 ) -> dict:
     "One online run of the toy world's trainer (`world_trainer`, `train_and_evaluate`) with `probe` every `every` interactions."
     cfg = world_config(seed=cell["seed"], lr=cell["lr"], ref_kl=ANCHORS[cell["anchor"]], **TEACHERS[cell["teacher"]])
     tr = world_trainer(WorldUser(persona or probe.persona, seed=cell["seed"]), n_interactions, cfg)
@@ -148,8 +169,14 @@ def claim_run(path: Path) -> bool:
     except PermissionError: return False                                # alive, another user's
     claim.write_text(str(os.getpid())); return True
 
-def run_grid(cells: list[dict], results_dir, n_interactions: int, every: int, probe: StabilityProbe | None = None,
-             progress: bool = True, run=stability_run) -> list[dict]:
+def run_grid(cells: list[dict],                  # the runs (`grid_cells`, `grid_design`)
+             results_dir,                        # folder of one JSON per finished run
+             n_interactions: int,                # online interactions per run
+             every: int,                         # measure every this many interactions
+             probe: StabilityProbe | None = None, # what is measured (default: a StabilityProbe of the world model)
+             progress: bool = True,              # show a tqdm bar
+             run=stability_run,                  # the function that runs one cell
+            ) -> list[dict]:
     "Each cell's run, from its JSON in `results_dir` if finished (same length and spacing), else run and cached; runs another live process claimed are left out."
     from tqdm.auto import tqdm
     results_dir = Path(results_dir); results_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +212,10 @@ def grid_design(name: str = "reduced", seeds=(0, 1, 2)) -> list[dict]:
 # %% ../../nbs/36_stability.ipynb #40514a1e
 SUMMARY_METRICS = ("win", "entropy_ratio", "kl_base", "max_drift", "self_rouge_l", "logprob_drift")
 
-def summarise(results: list[dict], metrics=SUMMARY_METRICS, digits: int = 4) -> dict:
+def summarise(results: list[dict],      # runs as `run_grid` returns them
+              metrics=SUMMARY_METRICS,  # the measurements kept
+              digits: int = 4,          # decimals kept
+             ) -> dict:
     "The runs in a compact form for the figure: one list per metric and run, the cell, the seconds, the collapse onset."
     if not results: raise ValueError("summarise got no runs.")
     runs = {run_key(r["cell"]): dict(cell=r["cell"], seconds=round(r["seconds"], 1), onset=collapse_onset(r["history"]),
@@ -205,8 +235,12 @@ LABELS = dict(win="win rate vs base", entropy_ratio="entropy ratio to base", kl_
 RULE_LINES = dict(entropy_ratio=COLLAPSE_RULE["entropy_ratio"], self_rouge_l=COLLAPSE_RULE["self_rouge_l"],
                   logprob_drift=COLLAPSE_RULE["logprob_drift"])
 
-def plot_stability(summary: dict, metric: str = "win", anchor: str | None = None, lr: float | None = None, ax=None,
-                   onsets: bool = True):
+def plot_stability(summary: dict,              # from `summarise`
+                   metric: str = "win",        # one of SUMMARY_METRICS
+                   anchor: str | None = None,  # only the cells with this anchor (None: all)
+                   lr: float | None = None,    # only the cells with this learning rate (None: all)
+                   ax=None,                    # the axis to draw on (None: a new figure)
+                   onsets: bool = True):       # mark each seed's collapse onset
     "Mean over seeds (line) +- one SD (band) of `metric` for each teacher, in the cells with `anchor` and `lr`; collapse onsets as ticks; returns the axis."
     ax = ax or plt.subplots(figsize=(4, 2.8))[1]
     x = np.array(summary["interactions"])
