@@ -114,3 +114,17 @@ def test_probe_reads_zero_against_itself_and_a_real_run_moves_it(world):
     res = s.stability_run(dict(teacher="live", anchor="anchor off", lr=3e-3, seed=0), 30, 30, probe)
     last = res["history"][-1]
     assert [h["interactions"] for h in res["history"]] == [0, 30] and last["kl_base"] > 0 and last["entropy_ratio"] != 1.0
+
+
+def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    import os, subprocess, sys
+    path = tmp_path / "live_anchor-on_lr0.001_seed0.json"
+    path.with_suffix(".claim").write_text(str(os.getppid()))            # a live process that is not this one
+    assert not s.claim_run(path)
+    calls = []
+    cells = s.grid_cells(teachers=("live",), anchors=("anchor on",), lrs=(1e-3,), seeds=(0,))
+    assert s.run_grid(cells, tmp_path, 100, 50, probe=object(), progress=False, run=fake_run(calls)) == [] and not calls
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    path.with_suffix(".claim").write_text(dead)                           # its owner stopped: the run is taken over
+    assert len(s.run_grid(cells, tmp_path, 100, 50, probe=object(), progress=False, run=fake_run(calls))) == 1 and len(calls) == 1
+    assert path.exists() and not path.with_suffix(".claim").exists()
