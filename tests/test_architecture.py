@@ -10,7 +10,7 @@ PKG = ROOT / "hindsight_ref"
 
 # The intended order, lowest first: a module may import only modules before it.
 ORDER = ["data", "models", "viz", "contexts", "signal", "losses", "estimators", "sampling", "fused", "backends", "simulators",
-         "train", "evaluation", "trainers", "hf", "protocols", "toyworld.world", "toyworld.model", "toyworld.experiments", "probe",
+         "train", "evaluation", "trainers", "hf", "protocols", "toyworld.world", "toyworld.model", "toyworld.experiments", "toyworld.stability", "probe",
          "demo", "cli", "__main__"]
 STEP_BUDGET = dict(functions=20, files=5)          # one offline optimizer step, JSONL record already encoded
 

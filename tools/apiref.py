@@ -16,7 +16,7 @@ COURSE = [
     ("Part I, the signal", ["contexts", "signal", "viz", "probe"]),
     ("Part II, learning", ["losses", "estimators", "sampling", "train", "trainers"]),
     ("Part III, the paper's experiments", ["simulators", "evaluation", "protocols", "toyworld.world", "toyworld.model",
-                                           "toyworld.experiments"]),
+                                           "toyworld.experiments", "toyworld.stability"]),
     ("Appendices, the engineering", ["models", "data", "fused", "backends", "hf", "demo", "cli"]),
 ]
 # Public because other modules, the notebook or the tests use them, but not what a user of the library calls: listed
