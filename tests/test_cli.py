@@ -54,7 +54,7 @@ def cfg(tmp_path):
     (["demo", "--max-rows", "-1"], ["--max-rows", ">= 0"]),
     (["demo", "--dtype", "fp32"], ["--dtype", "float32", "bfloat16"]),
     (["demo", "--nn", "3"], ["unrecognized arguments: --nn"]),
-    (["dmeo"], ["invalid choice: 'dmeo'", "{demo,recipes,train,protocol}"]),
+    (["dmeo"], ["invalid choice: 'dmeo'", "{demo,recipes,train,protocol,probe}"]),
     (["train"], ["required", "config"]),
     (["protocol"], ["required", "config"]),
     (["train", "smoke_tiny", "--smoek"], ["unrecognized arguments: --smoek"]),
